@@ -1,0 +1,30 @@
+# subsync: `make demo` runs the whole product on the local Stripe simulator,
+# `make test` runs every test. Both set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help demo test lint services clean bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+services: ## start PostgreSQL and Redis if they do not answer (installs them if missing)
+	./scripts/services.sh
+
+test: $(STAMP) services ## run the tests (each run uses its own database and queue namespace)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+clean: ## remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,38 @@
+"""gunicorn settings for the web process (read from the working directory).
+
+gthread workers: the receiver is short and CPU-bound, a few threads per
+process cover the PostgreSQL round trip. One process per core.
+"""
+
+import multiprocessing
+import os
+import sys
+import tempfile
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "4"))
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+accesslog = None  # the app logs one line per delivery
+
+# /metrics must add up every worker process.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="subsync-prom-"))
+
+
+def on_starting(server):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
+    """Refuse to start without a webhook secret, in one line, before forking."""
+    if not os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip():
+        print(  # noqa: T201
+            "subsync web: STRIPE_WEBHOOK_SECRET is not set: give one or more whsec_... secrets, comma-separated",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201, ARG001
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(worker.pid)

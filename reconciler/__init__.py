@@ -1,0 +1,1 @@
+"""Reconciliation against Stripe's API, event backfill, and the scheduler process."""

@@ -1,0 +1,74 @@
+"""The PostgreSQL connection pool of this process, and the schema.
+
+psycopg connections are not fork-safe, so every entry point opens the pool
+after its process starts: `create_app()` (gunicorn imports the app after
+forking), the Dramatiq middleware's `after_process_boot`, the scheduler's
+main. Everything else asks `pool()` for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+# One key for `db init`, so two deploys applying the schema at once take turns.
+SCHEMA_LOCK_KEY = 0x5B5C_0001
+# How long a request waits for a connection before it answers 503: short,
+# because Stripe's own timeout is short and it retries anyway.
+CONNECT_TIMEOUT_S = 3.0
+
+_pool: ConnectionPool | None = None
+
+
+def open_pool(url: str, *, max_size: int = 8, name: str = "subsync", timeout: float = CONNECT_TIMEOUT_S) -> ConnectionPool:
+    """Open (or return) this process's pool. Rows come back as dicts."""
+    global _pool  # noqa: PLW0603 - one pool per process, by design
+    if _pool is not None and _pool.conninfo != url:
+        close_pool()  # a different database (tests): never hand out the wrong one
+    if _pool is None:
+        _pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            name=name,
+            timeout=timeout,
+            open=False,
+            kwargs={"row_factory": dict_row, "connect_timeout": int(CONNECT_TIMEOUT_S)},
+            # A connection the server dropped (restart, pg_terminate_backend)
+            # is replaced before use instead of failing one request.
+            check=ConnectionPool.check_connection,
+        )
+        # Do not wait for the first connection: a web process must start (and
+        # answer 503) while PostgreSQL is down.
+        _pool.open(wait=False)
+    return _pool
+
+
+def pool() -> ConnectionPool:
+    if _pool is None:
+        msg = "the database pool is not open in this process (call subsync.db.open_pool first)"
+        raise RuntimeError(msg)
+    return _pool
+
+
+def close_pool() -> None:
+    global _pool  # noqa: PLW0603
+    if _pool is not None:
+        _pool.close()
+        _pool = None
+
+
+def apply_schema(url: str) -> None:
+    """Apply schema.sql; idempotent and safe when two deploys run it at once."""
+    sql = SCHEMA_PATH.read_text()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            with conn.transaction():
+                conn.execute(sql)  # type: ignore[arg-type] - a trusted file, not user input
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))

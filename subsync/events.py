@@ -1,0 +1,231 @@
+"""The event store: every read and write of `stripe_events` lives here.
+
+Life of an event row:
+
+    received --(worker claims)--> processing --> processed | ignored
+                                     |  ^
+                            handler raised, retried by Dramatiq
+                                     v  |
+                                    failed --(replay / dashboard resend)--> received
+
+A row is `received` from its commit until a worker claims it. The outbox sweep
+re-queues rows still `received` or `processing` (a worker killed -9 mid-apply)
+after `SWEEP_AFTER`; rows a live worker is applying are row-locked and
+skipped. Applying is idempotent, so a message queued twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+# Events not applied after this long are queued again by the outbox sweep.
+SWEEP_AFTER = timedelta(seconds=30)
+SWEEP_BATCH = 1000
+# last_error is for a human: the start of the message is what matters.
+MAX_ERROR_CHARS = 4000
+
+
+class InvalidPayload(ValueError):
+    """The body is not a JSON Stripe event (`id`, `type`, `data.object`)."""
+
+
+@dataclass(frozen=True)
+class EventHeader:
+    """The columns we index an event by, parsed once from its JSON."""
+
+    id: str
+    type: str
+    api_version: str | None
+    livemode: bool
+    account: str | None
+    created: int
+    object_id: str | None
+
+
+def parse_event(event: Any) -> EventHeader:
+    """Check that `event` (parsed JSON) has a Stripe event's shape."""
+    if not isinstance(event, dict):
+        msg = "the body is not a JSON object"
+        raise InvalidPayload(msg)
+    event_id, event_type, data = event.get("id"), event.get("type"), event.get("data")
+    if not isinstance(event_id, str) or not event_id:
+        msg = "the event has no string 'id'"
+        raise InvalidPayload(msg)
+    if not isinstance(event_type, str) or not event_type:
+        msg = "the event has no string 'type'"
+        raise InvalidPayload(msg)
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        msg = "the event has no 'data.object'"
+        raise InvalidPayload(msg)
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool):
+        msg = "the event has no integer 'created'"
+        raise InvalidPayload(msg)
+    obj_id = data["object"].get("id")
+    account = event.get("account")
+    api_version = event.get("api_version")
+    return EventHeader(
+        id=event_id,
+        type=event_type,
+        api_version=api_version if isinstance(api_version, str) else None,
+        livemode=event.get("livemode") is True,
+        account=account if isinstance(account, str) else None,
+        created=created,
+        object_id=obj_id if isinstance(obj_id, str) else None,
+    )
+
+
+def insert(conn: psycopg.Connection[Any], header: EventHeader, payload_json: str) -> bool:
+    """Store the event unless its id is stored already. True if it is new.
+
+    `payload_json` is the body as received; PostgreSQL parses it into jsonb,
+    which spares the receiver a Python round trip through json.dumps.
+    """
+    row = conn.execute(
+        """
+        INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id)
+        VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s::jsonb, %s)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING 1
+        """,
+        (
+            header.id,
+            header.type,
+            header.api_version,
+            header.livemode,
+            header.account,
+            header.created,
+            payload_json,
+            header.object_id,
+        ),
+    ).fetchone()
+    return row is not None
+
+
+def reopen_failed(conn: psycopg.Connection[Any], event_ids: Sequence[str]) -> list[str]:
+    """Move failed events back to `received` for another attempt; returns those moved.
+
+    Used by a duplicate delivery of a failed event (a resend from Stripe's
+    dashboard) and by `events replay`. Counting it in `replays` makes the
+    changes it then applies carry source 'replay'.
+    """
+    rows = conn.execute(
+        """
+        UPDATE stripe_events
+           SET status = 'received', replays = replays + 1, enqueued_at = now()
+         WHERE id = ANY(%s) AND status = 'failed'
+        RETURNING id
+        """,
+        (list(event_ids),),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def reopen(conn: psycopg.Connection[Any], event_ids: Sequence[str]) -> list[str]:
+    """Queue events again whatever their status (an operator's explicit replay).
+
+    A processed event replayed is applied again through the same idempotent
+    path: only what Stripe's snapshot says newer than our state changes.
+    """
+    rows = conn.execute(
+        """
+        UPDATE stripe_events
+           SET status = 'received', replays = replays + 1, enqueued_at = now()
+         WHERE id = ANY(%s) AND status <> 'processing'
+        RETURNING id
+        """,
+        (list(event_ids),),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def claim(conn: psycopg.Connection[Any], event_id: str) -> bool:
+    """Mark the event `processing` and count the attempt, in its own short commit.
+
+    Committed before applying so that an attempt killed -9 still shows in
+    `attempts` and the row is visibly `processing` for on-call. The commit is
+    asynchronous: losing this marker in a PostgreSQL crash costs nothing.
+    Returns False when there is nothing to do (already processed or ignored).
+    """
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit TO off")
+        row = conn.execute(
+            """
+            UPDATE stripe_events SET status = 'processing', attempts = attempts + 1
+             WHERE id = %s AND status IN ('received', 'processing', 'failed')
+            RETURNING 1
+            """,
+            (event_id,),
+        ).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: str
+    type: str
+    status: str
+    payload: dict[str, Any]
+    replays: int
+    attempts: int
+
+
+def lock_for_apply(conn: psycopg.Connection[Any], event_id: str) -> StoredEvent | None:
+    """Lock the event row for the applying transaction (serialises duplicates)."""
+    row = conn.execute(
+        "SELECT id, type, status, payload, replays, attempts FROM stripe_events WHERE id = %s FOR UPDATE",
+        (event_id,),
+    ).fetchone()
+    return None if row is None else StoredEvent(**row)
+
+
+def finish(conn: psycopg.Connection[Any], event_id: str, status: str) -> None:
+    """Record the outcome (`processed` or `ignored`) inside the applying transaction."""
+    conn.execute(
+        "UPDATE stripe_events SET status = %s, processed_at = now(), last_error = NULL WHERE id = %s",
+        (status, event_id),
+    )
+
+
+def fail(conn: psycopg.Connection[Any], event_id: str, error: str) -> None:
+    """Record a failed attempt (after the applying transaction rolled back)."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE stripe_events SET status = 'failed', last_error = %s WHERE id = %s AND status <> 'processed'",
+            (error[:MAX_ERROR_CHARS], event_id),
+        )
+
+
+def due_for_sweep(conn: psycopg.Connection[Any], older_than: timedelta = SWEEP_AFTER, limit: int = SWEEP_BATCH) -> list[str]:
+    """Claim the ids the outbox sweep must queue again, and stamp them.
+
+    SKIP LOCKED passes over rows a worker is applying right now (it holds the
+    row lock) and lets several schedulers sweep at once without queuing the
+    same event twice in one pass.
+    """
+    rows = conn.execute(
+        """
+        UPDATE stripe_events SET enqueued_at = now()
+         WHERE id IN (
+               SELECT id FROM stripe_events
+                WHERE status IN ('received', 'processing')
+                  AND coalesce(enqueued_at, received_at) < now() - %s
+                ORDER BY received_at
+                LIMIT %s
+                  FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        (older_than, limit),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def payload_text(event: Mapping[str, Any]) -> str:
+    """Serialise an event fetched from Stripe's API for `insert`."""
+    return json.dumps(event, separators=(",", ":"))

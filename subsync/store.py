@@ -1,0 +1,252 @@
+"""Reading and writing the state tables: subscriptions, invoices, customers, payments.
+
+Every writer (the worker, the reconciler, the grace check, a replay) goes
+through `apply_subscription_snapshot`, so each change writes its audit row and,
+when `access` moves, its NOTIFY in the same transaction as the change: a
+rolled-back change is never announced.
+
+Lock order, always: event row (the worker's), then the subscription's advisory
+lock, then invoice rows. Callers must be inside a transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from subsync.access import Access
+from subsync.ledger import PaymentFact
+from subsync.stripe_objects import CustomerSnapshot, InvoiceSnapshot, SubscriptionSnapshot
+from subsync.transitions import (
+    InvoiceState,
+    SubscriptionState,
+    changed_columns,
+    next_invoice_state,
+    next_subscription_state,
+    recompute,
+)
+
+NOTIFY_CHANNEL = "subscription_access"
+SOURCES = ("webhook", "reconcile", "grace", "replay")
+# The watermark moves with every newer snapshot; on its own it is not a change
+# worth an audit row.
+NOT_AUDITED = frozenset({"stripe_updated_at"})
+
+SUBSCRIPTION_COLUMNS = tuple(f.name for f in fields(SubscriptionState))
+INVOICE_COLUMNS = tuple(f.name for f in fields(InvoiceState))
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one snapshot did."""
+
+    state: SubscriptionState | None  # the row after (None: stale and no row)
+    stale: bool  # older than what we hold: nothing written
+    changed: bool  # an audited column changed
+    before: SubscriptionState | None = None
+
+
+def lock_subscription(conn: psycopg.Connection[Any], subscription_id: str) -> None:
+    """Serialise every writer of one subscription until the transaction ends.
+
+    An advisory lock (not a row lock) because the row may not exist yet: two
+    first events of a new subscription must not both insert it.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('subscription:' || %s, 0))", (subscription_id,))
+
+
+def load_subscription(conn: psycopg.Connection[Any], subscription_id: str) -> SubscriptionState | None:
+    row = conn.execute(
+        f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE id = %s",  # noqa: S608 - fixed column names
+        (subscription_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    row["access"] = Access(row["access"])
+    return SubscriptionState(**row)
+
+
+def load_invoice(conn: psycopg.Connection[Any], invoice_id: str) -> InvoiceState | None:
+    row = conn.execute(
+        f"SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices WHERE id = %s FOR UPDATE",  # noqa: S608
+        (invoice_id,),
+    ).fetchone()
+    return None if row is None else InvoiceState(**row)
+
+
+def unpaid_invoice(conn: psycopg.Connection[Any], subscription_id: str) -> InvoiceState | None:
+    """The subscription's newest invoice left unpaid: what owed_amount is priced on."""
+    row = conn.execute(
+        f"""SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices
+             WHERE subscription_id = %s AND status IN ('open', 'uncollectible')
+             ORDER BY created_at DESC NULLS LAST, id DESC LIMIT 1""",  # noqa: S608
+        (subscription_id,),
+    ).fetchone()
+    return None if row is None else InvoiceState(**row)
+
+
+def _column_values(state: SubscriptionState) -> dict[str, Any]:
+    values = asdict(state)
+    values["access"] = str(state.access.value)
+    values["metadata"] = Jsonb(values["metadata"] or {})
+    return values
+
+
+def save_subscription(
+    conn: psycopg.Connection[Any],
+    before: SubscriptionState | None,
+    after: SubscriptionState,
+    *,
+    source: str,
+    source_id: str | None,
+) -> bool:
+    """Write `after` if it differs from `before`, with its audit row and NOTIFY.
+
+    Returns True when an audited column changed.
+    """
+    if source not in SOURCES:
+        msg = f"unknown change source {source!r}"
+        raise ValueError(msg)
+    if before == after:
+        return False
+    values = _column_values(after)
+    cols = ", ".join(SUBSCRIPTION_COLUMNS)
+    placeholders = ", ".join(f"%({c})s" for c in SUBSCRIPTION_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUBSCRIPTION_COLUMNS if c != "id")
+    conn.execute(
+        f"INSERT INTO subscriptions ({cols}, updated_at) VALUES ({placeholders}, now()) "  # noqa: S608
+        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()",
+        values,
+    )
+    old, new = changed_columns(before, after)
+    audited = {k: v for k, v in new.items() if k not in NOT_AUDITED}
+    if not audited:
+        return False
+    old_audited = None if old is None else {k: v for k, v in old.items() if k not in NOT_AUDITED}
+    conn.execute(
+        "INSERT INTO subscription_changes (subscription_id, source, source_id, before, after) VALUES (%s, %s, %s, %s, %s)",
+        (after.id, source, source_id, None if old_audited is None else Jsonb(old_audited), Jsonb(audited)),
+    )
+    before_access = None if before is None else before.access
+    if before_access != after.access:
+        notify_access(conn, after, before_access)
+    return True
+
+
+def notify_access(conn: psycopg.Connection[Any], state: SubscriptionState, before: Access | None) -> None:
+    """Tell listeners about an access change; delivered only if the transaction commits."""
+    payload = {
+        "subscription_id": state.id,
+        "customer_id": state.customer_id,
+        "from": None if before is None else str(before.value),
+        "to": str(state.access.value),
+        "at": datetime.now(tz=state.stripe_updated_at.tzinfo).isoformat(),
+    }
+    conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps(payload)))
+
+
+def apply_subscription_snapshot(
+    conn: psycopg.Connection[Any],
+    snapshot: SubscriptionSnapshot,
+    seen_at: datetime,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source: str,
+    source_id: str | None,
+) -> Applied:
+    """Apply Stripe's view of a subscription, unless we hold a newer one."""
+    lock_subscription(conn, snapshot.id)
+    before = load_subscription(conn, snapshot.id)
+    after = next_subscription_state(
+        before, snapshot, seen_at, now=now, grace=grace, unpaid_invoice=unpaid_invoice(conn, snapshot.id)
+    )
+    if after is None:
+        return Applied(state=before, stale=True, changed=False, before=before)
+    changed = save_subscription(conn, before, after, source=source, source_id=source_id)
+    return Applied(state=after, stale=False, changed=changed, before=before)
+
+
+def recompute_subscription(
+    conn: psycopg.Connection[Any],
+    subscription_id: str,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source: str,
+    source_id: str | None,
+) -> Applied:
+    """Recompute the time- and invoice-dependent columns (access, owed_amount)."""
+    lock_subscription(conn, subscription_id)
+    before = load_subscription(conn, subscription_id)
+    if before is None:
+        return Applied(state=None, stale=False, changed=False)
+    after = recompute(before, now=now, grace=grace, unpaid_invoice=unpaid_invoice(conn, subscription_id))
+    changed = save_subscription(conn, before, after, source=source, source_id=source_id)
+    return Applied(state=after, stale=False, changed=changed, before=before)
+
+
+def apply_invoice_snapshot(conn: psycopg.Connection[Any], snapshot: InvoiceSnapshot, seen_at: datetime) -> bool:
+    """Upsert the invoice unless we hold a newer snapshot. True if written."""
+    before = load_invoice(conn, snapshot.id)
+    after = next_invoice_state(before, snapshot, seen_at)
+    if after is None or after == before:
+        return False
+    cols = ", ".join(INVOICE_COLUMNS)
+    placeholders = ", ".join(f"%({c})s" for c in INVOICE_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "id")
+    conn.execute(
+        f"INSERT INTO invoices ({cols}, updated_at) VALUES ({placeholders}, now()) "  # noqa: S608
+        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()",
+        asdict(after),
+    )
+    return True
+
+
+def record_payment(conn: psycopg.Connection[Any], fact: PaymentFact, event_id: str) -> bool:
+    """Add a ledger row unless the fact is recorded already. True if added."""
+    row = conn.execute(
+        """
+        INSERT INTO payments (stripe_event_id, fact_key, customer_id, subscription_id, invoice_id,
+                              checkout_session_id, amount, currency, status, occurred_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+        """,
+        (
+            event_id,
+            fact.fact_key,
+            fact.customer_id,
+            fact.subscription_id,
+            fact.invoice_id,
+            fact.checkout_session_id,
+            fact.amount,
+            fact.currency,
+            fact.status,
+            fact.occurred_at,
+        ),
+    ).fetchone()
+    return row is not None
+
+
+def apply_customer_snapshot(conn: psycopg.Connection[Any], snapshot: CustomerSnapshot, seen_at: datetime) -> bool:
+    """Upsert a customer; an older snapshot never overwrites, and deletion is final."""
+    row = conn.execute(
+        """
+        INSERT INTO customers (id, email, name, metadata, deleted, stripe_updated_at)
+        VALUES (%s, %s, %s, %s, %s, %s)
+        ON CONFLICT (id) DO UPDATE
+           SET email = EXCLUDED.email, name = EXCLUDED.name, metadata = EXCLUDED.metadata,
+               deleted = customers.deleted OR EXCLUDED.deleted,
+               stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()
+         WHERE customers.stripe_updated_at <= EXCLUDED.stripe_updated_at OR EXCLUDED.deleted
+        RETURNING 1
+        """,
+        (snapshot.id, snapshot.email, snapshot.name, Jsonb(snapshot.metadata or {}), snapshot.deleted, seen_at),
+    ).fetchone()
+    return row is not None

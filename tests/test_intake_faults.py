@@ -1,0 +1,49 @@
+"""Intake when a server is down: nothing is lost, and Stripe is told to retry when needed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from conftest import make_event, post_event, queued_ids
+
+from subsync import config, db
+from webhooks import create_app
+from worker import outbox
+
+
+def test_postgres_refusing_connections_answers_503_then_the_retry_stores_once(postgres_proxy, conn, broker):
+    proxy, url = postgres_proxy
+    app = create_app(dataclasses.replace(config.load(), database_url=url))
+    client = app.test_client()
+    event = make_event()
+    assert post_event(client, event).status_code == 200  # the pool is warm
+
+    proxy.stop()
+    retried = make_event()
+    response = post_event(client, retried)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "storage_unavailable"
+
+    proxy.start()
+    response = post_event(client, retried)  # Stripe's retry
+    assert response.status_code == 200
+    assert response.get_json()["duplicate"] is False
+    rows = conn.execute("SELECT id FROM stripe_events ORDER BY received_at").fetchall()
+    assert [r["id"] for r in rows] == [event["id"], retried["id"]]
+
+
+def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(client, conn, broker, redis_down):
+    event = make_event()
+    response = post_event(client, event)
+    assert response.status_code == 200
+    assert response.get_json() == {"received": True, "duplicate": False}
+    assert conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()["status"] == "received"
+    assert client.get("/readyz").get_json()["components"]["redis"].startswith("down")
+
+    redis_down.start()
+    assert queued_ids(broker) == []
+    conn.execute("UPDATE stripe_events SET received_at = now() - interval '1 minute'")
+    assert outbox.sweep(db.pool()) == 1
+    assert queued_ids(broker) == [event["id"]]
+    # Swept once: the next pass within SWEEP_AFTER leaves it alone.
+    assert outbox.sweep(db.pool()) == 0

@@ -1,0 +1,203 @@
+"""The worker's apply protocol: exactly once, failures recorded, both API shapes.
+
+Tests call the actor's function directly (as polar's tests do) and, where
+delivery itself matters, run a real Dramatiq worker on the real Redis broker.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from conftest import load_fixture, make_event, post_event
+
+from subsync import db
+from worker.apply import apply_event
+
+GRACE = timedelta(hours=72)
+
+
+def subscription_obj(sub_id="sub_1", status="active", period_end=None, **extra):
+    now = int(time.time())
+    obj = {
+        "id": sub_id,
+        "object": "subscription",
+        "customer": "cus_1",
+        "status": status,
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "canceled_at": None,
+        "ended_at": None,
+        "trial_end": None,
+        "currency": "usd",
+        "metadata": {},
+        "latest_invoice": "in_1",
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_1",
+                    "object": "subscription_item",
+                    "current_period_start": now - 86400,
+                    "current_period_end": period_end or now + 29 * 86400,
+                    "price": {"id": "price_premium", "object": "price", "currency": "usd", "unit_amount": 2999},
+                }
+            ],
+        },
+    }
+    obj.update(extra)
+    return obj
+
+
+def apply(event_id):
+    return apply_event(db.pool(), event_id, grace=GRACE)
+
+
+def event_row(conn, event_id):
+    return conn.execute("SELECT * FROM stripe_events WHERE id = %s", (event_id,)).fetchone()
+
+
+def count(conn, sql, *args):
+    return conn.execute(sql, args).fetchone()["n"]
+
+
+def test_a_subscription_event_becomes_a_row_with_access_and_an_audit_entry(client, conn):
+    event = make_event("customer.subscription.created", subscription_obj())
+    post_event(client, event)
+    assert apply(event["id"]) == "processed"
+    sub = conn.execute("SELECT * FROM subscriptions WHERE id = 'sub_1'").fetchone()
+    assert (sub["status"], sub["access"], sub["customer_id"], sub["price_id"]) == ("active", "full", "cus_1", "price_premium")
+    assert sub["current_period_end"].timestamp() == event["data"]["object"]["items"]["data"][0]["current_period_end"]
+    row = event_row(conn, event["id"])
+    assert (row["status"], row["attempts"], row["last_error"]) == ("processed", 1, None)
+    assert row["processed_at"] is not None
+    change = conn.execute("SELECT * FROM subscription_changes").fetchone()
+    assert (change["source"], change["source_id"], change["before"]) == ("webhook", event["id"], None)
+
+
+def test_applying_the_same_event_again_changes_nothing(client, conn):
+    event = make_event("customer.subscription.created", subscription_obj())
+    post_event(client, event)
+    apply(event["id"])
+    assert apply(event["id"]) == "skipped"
+    assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 1
+    assert event_row(conn, event["id"])["attempts"] == 1
+
+
+def test_a_type_we_do_not_handle_is_stored_and_ignored(client, conn):
+    event = make_event("charge.refund.updated", {"id": "re_1", "object": "refund"})
+    post_event(client, event)
+    assert apply(event["id"]) == "ignored"
+    assert event_row(conn, event["id"])["status"] == "ignored"
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(client, conn):
+    now = int(time.time())
+    newer = make_event("customer.subscription.updated", subscription_obj(status="past_due"), created=now)
+    older = make_event("customer.subscription.updated", subscription_obj(status="active"), created=now - 60)
+    for event in (newer, older):
+        post_event(client, event)
+        apply(event["id"])
+    assert conn.execute("SELECT status, access FROM subscriptions").fetchone() == {"status": "past_due", "access": "restricted"}
+    assert event_row(conn, older["id"])["status"] == "processed"
+
+
+def test_the_old_api_shape_with_the_period_on_the_subscription(client, conn):
+    event = load_fixture("stripe-ruby-mock/customer.subscription.created.json")
+    post_event(client, event)
+    assert apply(event["id"]) == "processed"
+    obj = event["data"]["object"]
+    sub = conn.execute("SELECT * FROM subscriptions WHERE id = %s", (obj["id"],)).fetchone()
+    assert sub["current_period_end"].timestamp() == obj["current_period_end"]
+    assert sub["status"] == obj["status"]
+
+
+def test_the_basil_shape_with_the_period_on_the_items(client, conn):
+    data = load_fixture("pay-rails-pay/subscription.updated.json")
+    event = make_event("customer.subscription.updated", data["object"])
+    post_event(client, event)
+    assert apply(event["id"]) == "processed"
+    obj = data["object"]
+    sub = conn.execute("SELECT * FROM subscriptions WHERE id = %s", (obj["id"],)).fetchone()
+    assert sub["current_period_end"].timestamp() == max(i["current_period_end"] for i in obj["items"]["data"])
+    assert sub["status"] == obj["status"]
+
+
+@pytest.fixture
+def broken_subscriptions_table(conn):
+    """A bad database change: every write to subscriptions raises."""
+    conn.execute(
+        """
+        CREATE FUNCTION refuse_write() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN RAISE EXCEPTION 'column "plan_tier" does not exist (bad migration)'; END$$;
+        CREATE TRIGGER refuse_write BEFORE INSERT OR UPDATE ON subscriptions
+        FOR EACH ROW EXECUTE FUNCTION refuse_write();
+        """
+    )
+
+    def fix() -> None:
+        conn.execute("DROP TRIGGER IF EXISTS refuse_write ON subscriptions; DROP FUNCTION IF EXISTS refuse_write();")
+
+    yield fix
+    fix()
+
+
+def test_a_failing_handler_rolls_back_and_records_the_error(client, conn, broken_subscriptions_table):
+    event = make_event("customer.subscription.created", subscription_obj())
+    post_event(client, event)
+    with pytest.raises(Exception, match="plan_tier"):
+        apply(event["id"])
+    row = event_row(conn, event["id"])
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert "plan_tier" in row["last_error"]
+    assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 0
+
+    broken_subscriptions_table()
+    assert apply(event["id"]) == "processed"  # Dramatiq's retry
+    row = event_row(conn, event["id"])
+    assert (row["status"], row["attempts"], row["last_error"]) == ("processed", 2, None)
+    assert count(conn, "SELECT count(*) AS n FROM subscriptions") == 1
+
+
+@pytest.fixture
+def running_worker(broker):
+    """A real Dramatiq worker consuming the real Redis queue, in this process."""
+    import dramatiq
+
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_the_same_event_posted_from_20_threads_is_stored_once_and_applied_once(app, conn, running_worker):
+    event = make_event("customer.subscription.created", subscription_obj())
+    answers = []
+    barrier = threading.Barrier(20)
+
+    def deliver() -> None:
+        client = app.test_client()
+        barrier.wait()
+        answers.append(post_event(client, copy.deepcopy(event)).get_json())
+
+    threads = [threading.Thread(target=deliver) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a["duplicate"] for a in answers) == [False] + [True] * 19
+    wait_for(lambda: event_row(conn, event["id"])["status"] == "processed")
+    assert count(conn, "SELECT count(*) AS n FROM stripe_events") == 1
+    assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 1

@@ -1,0 +1,47 @@
+"""The web process: `webhooks:create_app()` under gunicorn, and the `flask --app webhooks` commands."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import click
+import structlog
+from flask import Flask, Response, request, request_started
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from subsync import config, db, logs
+
+
+def create_app(settings: config.Settings | None = None) -> Flask:
+    """Build the app.
+
+    Serving webhooks needs STRIPE_WEBHOOK_SECRET: without it the app refuses to
+    start (ConfigError, one line). The `flask --app webhooks` commands need
+    only DATABASE_URL and REDIS_URL, so inside a command the check is skipped.
+    """
+    settings = settings or config.load()
+    if click.get_current_context(silent=True) is None:
+        settings.require_webhook_secrets()
+    logs.configure(settings.log_format)
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    from webhooks import cli, health, receiver  # noqa: PLC0415 - keep `flask --help` light
+
+    app.register_blueprint(receiver.bp)
+    app.register_blueprint(health.bp)
+    cli.register(app)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
+        return receiver.error(413, "payload_too_large", f"the body is over MAX_BODY_BYTES ({settings.max_body_bytes} bytes)")
+
+    def bind_request(sender: Flask, **_: Any) -> None:  # noqa: ARG001
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request.headers.get("Request-Id") or uuid.uuid4().hex[:16])
+
+    request_started.connect(bind_request, app)
+    db.open_pool(settings.database_url, name="web", max_size=16)
+    return app

@@ -1,0 +1,16 @@
+"""The on-call and operator commands: `flask --app webhooks <group> <command>`.
+
+Exit status: 0 success, 1 failure (one line on stderr, no traceback for an
+expected condition), 2 bad usage (click's own). `--json` prints one JSON
+document on stdout and nothing else there.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from webhooks.cli import db_commands
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(db_commands.db)

@@ -1,0 +1,83 @@
+"""The Dramatiq broker (Redis) and the middleware every worker process runs.
+
+Dramatiq binds actors to the global broker when they are declared, so this
+module sets it up on import; it opens no connection until a message is sent
+or consumed. Delivery is at-least-once: PostgreSQL, not Redis, is what makes
+an event applied exactly once (see subsync.events).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import redis
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from subsync import config, db, logs
+
+# A web request must not hang on a dead Redis: the event is already stored,
+# and the outbox sweep queues it later. redis-py's default retries for ~30 s.
+REDIS_CONNECT_TIMEOUT_S = 1.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+REDIS_RETRIES = 2
+# Redis requeues the messages of a worker killed -9 only after this timeout
+# and a random maintenance pass; the outbox sweep in PostgreSQL is the real
+# safety net, this only makes Redis's own recovery less slow.
+HEARTBEAT_TIMEOUT_MS = 60_000
+MAINTENANCE_CHANCE = 20_000  # per million dispatch calls
+
+
+class DatabasePool(Middleware):
+    """Open the PostgreSQL pool in each worker process after it boots (fork safety)."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        logs.configure(self.settings.log_format)
+        threads = int(getattr(broker, "worker_threads", 8) or 8)
+        db.open_pool(self.settings.database_url, max_size=max(threads, 4) + 2, name="worker", timeout=30)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:  # noqa: ARG002
+        db.close_pool()
+
+
+class LogContext(Middleware):
+    """Bind each message's context to its log lines; worker threads are reused."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # noqa: ARG002
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(message_id=message.message_id, actor=message.actor_name)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result: Any = None, exception: BaseException | None = None) -> None:  # noqa: ARG002
+        structlog.contextvars.clear_contextvars()
+
+    after_skip_message = after_process_message
+
+
+def make_broker(settings: config.Settings) -> RedisBroker:
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), REDIS_RETRIES),
+    )
+    broker = RedisBroker(
+        client=client,
+        namespace=settings.queue_namespace,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        maintenance_chance=MAINTENANCE_CHANCE,
+    )
+    broker.add_middleware(DatabasePool(settings))
+    broker.add_middleware(LogContext())
+    return broker
+
+
+settings = config.load()
+broker = make_broker(settings)
+dramatiq.set_broker(broker)

@@ -1,0 +1,112 @@
+"""One handler per kind of Stripe object, chosen by a pure lookup on the event type.
+
+Handlers run inside the applying transaction (worker.apply) and return the
+event's outcome: 'processed', or 'ignored' for a type we do not handle.
+Named `handle_<object>_event` as in Zulip's corporate/ handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from subsync import event_types, store
+from subsync.ledger import ledger_fact
+from subsync.stripe_objects import parse_checkout_session, parse_customer, parse_invoice, parse_subscription, ts
+
+
+@dataclass(frozen=True)
+class Context:
+    event_id: str
+    event_type: str
+    created: datetime  # the event's `created`: Stripe's time of its snapshot
+    obj: dict[str, Any]
+    source: str  # 'webhook', or 'replay' for an event queued again by hand
+    now: datetime
+    grace: timedelta
+
+
+Handler = Callable[[psycopg.Connection[Any], Context], str]
+
+
+def _record_ledger(conn: psycopg.Connection[Any], ctx: Context) -> None:
+    fact = ledger_fact(ctx.event_type, ctx.obj, ctx.created)
+    if fact is not None:
+        store.record_payment(conn, fact, ctx.event_id)
+
+
+def handle_subscription_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
+    snapshot = parse_subscription(ctx.obj)
+    store.apply_subscription_snapshot(
+        conn, snapshot, ctx.created, now=ctx.now, grace=ctx.grace, source=ctx.source, source_id=ctx.event_id
+    )
+    _record_ledger(conn, ctx)
+    return "processed"
+
+
+def handle_invoice_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
+    if event_types.is_preview(ctx.event_type):
+        # invoice.upcoming is a preview with no id: nothing to store.
+        return "processed"
+    snapshot = parse_invoice(ctx.obj)
+    if snapshot.subscription_id:
+        store.lock_subscription(conn, snapshot.subscription_id)
+    store.apply_invoice_snapshot(conn, snapshot, ctx.created)
+    _record_ledger(conn, ctx)
+    if snapshot.subscription_id:
+        # The invoice may arrive after its subscription ended suspended: the
+        # owed amount is priced on it.
+        store.recompute_subscription(
+            conn,
+            snapshot.subscription_id,
+            now=ctx.now,
+            grace=ctx.grace,
+            source=ctx.source,
+            source_id=ctx.event_id,
+        )
+    return "processed"
+
+
+def handle_checkout_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
+    parse_checkout_session(ctx.obj)  # validates the shape before the ledger reads it
+    _record_ledger(conn, ctx)
+    return "processed"
+
+
+def handle_customer_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
+    snapshot = parse_customer(ctx.obj)
+    if ctx.event_type == "customer.deleted" and not snapshot.deleted:
+        snapshot = type(snapshot)(**{**snapshot.__dict__, "deleted": True})
+    store.apply_customer_snapshot(conn, snapshot, ctx.created)
+    return "processed"
+
+
+HANDLERS: dict[str, Handler] = {
+    "subscription": handle_subscription_event,
+    "invoice": handle_invoice_event,
+    "checkout": handle_checkout_event,
+    "customer": handle_customer_event,
+}
+
+
+def handler_for(event_type: str) -> Handler | None:
+    kind = event_types.kind_of(event_type)
+    return None if kind is None else HANDLERS[kind]
+
+
+def context_for(event_id: str, payload: dict[str, Any], *, replayed: bool, grace: timedelta) -> Context:
+    created = ts(payload["created"])
+    assert created is not None  # noqa: S101 - checked by subsync.events.parse_event at intake
+    return Context(
+        event_id=event_id,
+        event_type=payload["type"],
+        created=created,
+        obj=payload["data"]["object"],
+        source="replay" if replayed else "webhook",
+        now=datetime.now(UTC),
+        grace=grace,
+    )
