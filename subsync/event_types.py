@@ -1,0 +1,95 @@
+"""The Stripe event types subsync handles, and what kind of object each carries.
+
+Everything else is stored (every event is, for audit and replay) but marked
+`ignored`: `kind_of` returns None for it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "CHECKOUT_EVENTS",
+    "CUSTOMER_DELETED",
+    "CUSTOMER_EVENTS",
+    "HANDLED_EVENTS",
+    "INVOICE_EVENTS",
+    "INVOICE_UPCOMING",
+    "PREVIEW_EVENTS",
+    "SUBSCRIPTION_DELETED",
+    "SUBSCRIPTION_EVENTS",
+    "Kind",
+    "is_preview",
+    "kind_of",
+]
+
+Kind = Literal["subscription", "invoice", "checkout", "customer"]
+
+SUBSCRIPTION_DELETED = "customer.subscription.deleted"
+SUBSCRIPTION_EVENTS: frozenset[str] = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        SUBSCRIPTION_DELETED,
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+        "customer.subscription.pending_update_applied",
+        # Carries the same snapshot as the latest `updated`: harmless to apply.
+        "customer.subscription.trial_will_end",
+    }
+)
+
+INVOICE_UPCOMING = "invoice.upcoming"
+INVOICE_EVENTS: frozenset[str] = frozenset(
+    {
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+        "invoice.payment_action_required",
+        "invoice.voided",
+        "invoice.marked_uncollectible",
+        INVOICE_UPCOMING,
+    }
+)
+# Events whose object is a preview of something that does not exist yet:
+# `invoice.upcoming` carries an invoice WITHOUT an id, a forecast Stripe sends a
+# few days before a renewal. It must never be stored as an invoice.
+PREVIEW_EVENTS: frozenset[str] = frozenset({INVOICE_UPCOMING})
+
+CHECKOUT_EVENTS: frozenset[str] = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.expired",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+    }
+)
+
+CUSTOMER_DELETED = "customer.deleted"
+CUSTOMER_EVENTS: frozenset[str] = frozenset({"customer.created", "customer.updated", CUSTOMER_DELETED})
+
+HANDLED_EVENTS: frozenset[str] = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | CHECKOUT_EVENTS | CUSTOMER_EVENTS
+
+_KINDS: dict[str, Kind] = {
+    **dict.fromkeys(SUBSCRIPTION_EVENTS, "subscription"),
+    **dict.fromkeys(INVOICE_EVENTS, "invoice"),
+    **dict.fromkeys(CHECKOUT_EVENTS, "checkout"),
+    **dict.fromkeys(CUSTOMER_EVENTS, "customer"),
+}
+
+
+def kind_of(event_type: str) -> Kind | None:
+    """The kind of object a handled event carries; None for an ignored type.
+
+    A prefix test would be wrong: `customer.subscription.*` starts with
+    `customer.`, and `invoice.upcoming` or `invoiceitem.*` are not invoices to
+    store. Hence explicit sets.
+    """
+    return _KINDS.get(event_type)
+
+
+def is_preview(event_type: str) -> bool:
+    """True when the event's object is a forecast, not a stored object (nothing to write)."""
+    return event_type in PREVIEW_EVENTS

@@ -1,0 +1,138 @@
+"""The payment ledger: which Stripe events are payment facts, and their key.
+
+The `payments` table holds one row per FACT, not per event: Stripe sends
+`invoice.paid` and `invoice.payment_succeeded` for one payment, repeats an event
+under a new id, and redelivers. `fact_key` names the fact, so the I/O layer's
+`INSERT ... ON CONFLICT (fact_key) DO NOTHING` keeps exactly one row whatever
+the order or number of deliveries:
+
+    invoice.paid / invoice.payment_succeeded     COMPLETED  invoice:{id}:completed       amount_paid
+    invoice.payment_failed                       FAILED     invoice:{id}:failed:{n}      amount_due
+    checkout.session.completed (paid) or
+      .async_payment_succeeded, payment mode     COMPLETED  checkout:{id}:completed      amount_total
+    checkout.session.async_payment_failed        FAILED     checkout:{id}:failed         amount_total or 0
+    checkout.session.expired                     EXPIRED    checkout:{id}:expired        amount_total or 0
+    customer.subscription.deleted                CANCELLED  subscription:{id}:cancelled  0
+
+`{n}` is the invoice's `attempt_count`: each failed attempt is its own fact.
+
+occurred_at, chosen so that both events of one fact give the same time when
+Stripe says when it happened, whichever row wins the insert:
+* a paid invoice: `status_transitions.paid_at` (identical in both events);
+* a cancellation: the subscription's `ended_at` (else `canceled_at`);
+* otherwise (a failed attempt, a checkout outcome) the object carries no time
+  of the fact, so the event's `created`, which is when Stripe recorded it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from subsync.stripe_objects import parse_checkout_session, parse_invoice, parse_subscription
+
+__all__ = ["LedgerStatus", "PaymentFact", "ledger_fact"]
+
+LedgerStatus = Literal["COMPLETED", "FAILED", "EXPIRED", "CANCELLED"]
+
+
+@dataclass(frozen=True)
+class PaymentFact:
+    """One row of `payments`, less `id` and `stripe_event_id` (the caller's)."""
+
+    fact_key: str
+    customer_id: str | None
+    subscription_id: str | None
+    invoice_id: str | None
+    checkout_session_id: str | None
+    amount: int
+    currency: str | None
+    status: LedgerStatus
+    occurred_at: datetime
+
+
+_INVOICE_COMPLETED = frozenset({"invoice.paid", "invoice.payment_succeeded"})
+
+
+def ledger_fact(event_type: str, obj: Mapping[str, Any], event_created: datetime) -> PaymentFact | None:
+    """The payment fact an event states, or None if it states none.
+
+    `obj` is the event's `data.object`; `event_created` its `created` as an
+    aware datetime. Raises MalformedObject for an object without an id.
+    """
+    if event_type in _INVOICE_COMPLETED:
+        inv = parse_invoice(obj)
+        return PaymentFact(
+            fact_key=f"invoice:{inv.id}:completed",
+            customer_id=inv.customer_id,
+            subscription_id=inv.subscription_id,
+            invoice_id=inv.id,
+            checkout_session_id=None,
+            amount=inv.amount_paid,
+            currency=inv.currency,
+            status="COMPLETED",
+            occurred_at=inv.paid_at or event_created,
+        )
+    if event_type == "invoice.payment_failed":
+        inv = parse_invoice(obj)
+        return PaymentFact(
+            fact_key=f"invoice:{inv.id}:failed:{inv.attempt_count}",
+            customer_id=inv.customer_id,
+            subscription_id=inv.subscription_id,
+            invoice_id=inv.id,
+            checkout_session_id=None,
+            amount=inv.amount_due,
+            currency=inv.currency,
+            status="FAILED",
+            occurred_at=event_created,
+        )
+    if event_type.startswith("checkout.session."):
+        return _checkout_fact(event_type, obj, event_created)
+    if event_type == "customer.subscription.deleted":
+        sub = parse_subscription(obj)
+        return PaymentFact(
+            fact_key=f"subscription:{sub.id}:cancelled",
+            customer_id=sub.customer_id,
+            subscription_id=sub.id,
+            invoice_id=None,
+            checkout_session_id=None,
+            amount=0,
+            currency=sub.currency,
+            status="CANCELLED",
+            occurred_at=sub.ended_at or sub.canceled_at or event_created,
+        )
+    return None
+
+
+def _checkout_fact(event_type: str, obj: Mapping[str, Any], event_created: datetime) -> PaymentFact | None:
+    """Checkout outcomes. A `completed` session in `subscription` mode is no
+    payment fact: its first invoice's `invoice.paid` is. A `completed` session
+    whose payment is still pending (`payment_status` "unpaid", a delayed method)
+    is no fact yet: `async_payment_succeeded`/`failed` follows."""
+    cs = parse_checkout_session(obj)
+    status: LedgerStatus
+    if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        if cs.mode != "payment":
+            return None
+        if event_type == "checkout.session.completed" and cs.payment_status != "paid":
+            return None
+        status, suffix = "COMPLETED", "completed"
+    elif event_type == "checkout.session.async_payment_failed":
+        status, suffix = "FAILED", "failed"
+    elif event_type == "checkout.session.expired":
+        status, suffix = "EXPIRED", "expired"
+    else:
+        return None
+    return PaymentFact(
+        fact_key=f"checkout:{cs.id}:{suffix}",
+        customer_id=cs.customer_id,
+        subscription_id=cs.subscription_id,
+        invoice_id=cs.invoice_id,
+        checkout_session_id=cs.id,
+        amount=cs.amount_total or 0,
+        currency=cs.currency,
+        status=status,
+        occurred_at=event_created,
+    )

@@ -1,0 +1,364 @@
+"""Stripe JSON (any API version) -> the few values subsync stores.
+
+Stripe changed where things live in API version 2025-03-31 ("basil"):
+
+* the subscription's current period moved from the subscription
+  (`current_period_start/end`) to each item (`items.data[].current_period_*`);
+* an invoice's subscription moved from `invoice.subscription` to
+  `invoice.parent.subscription_details.subscription`, and its lines' link from
+  `line.subscription`/`subscription_item`/`type == "subscription"` to
+  `line.parent.subscription_item_details`.
+
+Events keep the API version of the endpoint that received them, and the
+reconciler's API answers have the version of the client, so both shapes arrive
+side by side: every parser here reads the old place first and falls back to the
+new one. Payloads are read with `.get` everywhere because fields come and go
+between versions; only an object without the fields that identify it (`id`,
+and `status` for subscriptions and invoices) is refused, with
+`MalformedObject`, because nothing sensible can be stored for it.
+
+Expandable references (`customer`, `latest_invoice`, `subscription`, ...) may
+be a string id or an expanded object; `_ref_id` reads both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "CheckoutSnapshot",
+    "CustomerSnapshot",
+    "InvoiceSnapshot",
+    "MalformedObject",
+    "SubscriptionSnapshot",
+    "parse_checkout_session",
+    "parse_customer",
+    "parse_invoice",
+    "parse_subscription",
+    "ts",
+]
+
+
+class MalformedObject(ValueError):
+    """A Stripe object lacks a field without which it cannot be stored."""
+
+
+def ts(value: int | None) -> datetime | None:
+    """Stripe's unix seconds -> timezone-aware UTC datetime (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedObject(f"not a unix timestamp: {value!r}")
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+@dataclass(frozen=True)
+class SubscriptionSnapshot:
+    """One subscription as Stripe showed it at one moment.
+
+    `metadata` is a fresh dict (not the payload's): treat it as read-only.
+    """
+
+    id: str
+    customer_id: str | None
+    status: str
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    cancel_at: datetime | None
+    canceled_at: datetime | None
+    ended_at: datetime | None
+    trial_end: datetime | None
+    price_id: str | None
+    currency: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    latest_invoice_id: str | None = None
+    cancellation_reason: str | None = None
+    livemode: bool = False
+
+
+@dataclass(frozen=True)
+class InvoiceSnapshot:
+    """One invoice as Stripe showed it; `period_*` is the service period billed."""
+
+    id: str
+    subscription_id: str | None
+    customer_id: str | None
+    status: str
+    amount_due: int
+    amount_paid: int
+    currency: str | None
+    period_start: datetime | None
+    period_end: datetime | None
+    attempt_count: int
+    next_payment_attempt: datetime | None
+    created_at: datetime | None
+    paid_at: datetime | None
+    billing_reason: str | None
+
+
+@dataclass(frozen=True)
+class CheckoutSnapshot:
+    """The parts of a Checkout Session the ledger and the links need."""
+
+    id: str
+    mode: str | None
+    status: str | None
+    payment_status: str | None
+    customer_id: str | None
+    subscription_id: str | None
+    invoice_id: str | None
+    amount_total: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class CustomerSnapshot:
+    """A customer; `deleted` for Stripe's deleted-customer stub or when told."""
+
+    id: str
+    email: str | None
+    name: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+
+
+def parse_subscription(obj: Mapping[str, Any]) -> SubscriptionSnapshot:
+    """Read a subscription of either API shape.
+
+    Current period: the top-level `current_period_start/end` when present
+    (before basil), else the item with the latest `current_period_end` and its
+    own start (basil+: items can in principle have different periods; the
+    latest end is the one up to which the customer has paid).
+    """
+    sub_id = _required(obj, "id", "subscription")
+    status = _required(obj, "status", "subscription")
+    items = _list_data(obj.get("items"))
+
+    period_start = obj.get("current_period_start")
+    period_end = obj.get("current_period_end")
+    if period_end is None:
+        dated = [item for item in items if item.get("current_period_end") is not None]
+        if dated:
+            latest = max(dated, key=lambda item: item["current_period_end"])
+            period_start = latest.get("current_period_start")
+            period_end = latest["current_period_end"]
+
+    first = items[0] if items else {}
+    price_id = (
+        _ref_id(first.get("price"))
+        or _ref_id(first.get("plan"))
+        or _ref_id(obj.get("price"))
+        or _ref_id(obj.get("plan"))
+    )
+    currency = obj.get("currency") or _currency_of(first) or _currency_of(obj)
+    details = obj.get("cancellation_details")
+    return SubscriptionSnapshot(
+        id=sub_id,
+        customer_id=_ref_id(obj.get("customer")),
+        status=status,
+        current_period_start=ts(period_start),
+        current_period_end=ts(period_end),
+        cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+        cancel_at=ts(obj.get("cancel_at")),
+        canceled_at=ts(obj.get("canceled_at")),
+        ended_at=ts(obj.get("ended_at")),
+        trial_end=ts(obj.get("trial_end")),
+        price_id=price_id,
+        currency=currency,
+        metadata=dict(obj.get("metadata") or {}),
+        latest_invoice_id=_ref_id(obj.get("latest_invoice")),
+        cancellation_reason=details.get("reason") if isinstance(details, Mapping) else None,
+        livemode=bool(obj.get("livemode")),
+    )
+
+
+def parse_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
+    """Read an invoice of either API shape.
+
+    `period_start/period_end` are the SERVICE period billed: the period of the
+    invoice's subscription line (the non-proration one with the latest end,
+    when there are several). The invoice-level `period_start/end` is only a
+    fallback, used for invoices without a subscription line (one-off
+    invoices), because on a renewal Stripe sets it to the period that just
+    ENDED (the window in which usage and invoice items accrued), not the one
+    being paid for; owed_amount needs the latter.
+
+    An `invoice.upcoming` preview has no `id`: it raises MalformedObject, on
+    purpose, as it must never be stored as an invoice.
+    """
+    inv_id = _required(obj, "id", "invoice")
+    status = _required(obj, "status", "invoice")
+    line = _subscription_line(_list_data(obj.get("lines")))
+    period = line.get("period") if line else None
+    if isinstance(period, Mapping) and period.get("end") is not None:
+        period_start, period_end = period.get("start"), period.get("end")
+    else:
+        period_start, period_end = obj.get("period_start"), obj.get("period_end")
+
+    transitions = obj.get("status_transitions")
+    paid_at = transitions.get("paid_at") if isinstance(transitions, Mapping) else None
+    return InvoiceSnapshot(
+        id=inv_id,
+        subscription_id=_invoice_subscription_id(obj, line),
+        customer_id=_ref_id(obj.get("customer")),
+        status=status,
+        # Stripe always sends both (non-nullable integers); 0 only for
+        # hand-made payloads, so a missing amount never crashes a worker.
+        amount_due=int(obj.get("amount_due") or 0),
+        amount_paid=int(obj.get("amount_paid") or 0),
+        currency=obj.get("currency"),
+        period_start=ts(period_start),
+        period_end=ts(period_end),
+        attempt_count=int(obj.get("attempt_count") or 0),
+        next_payment_attempt=ts(obj.get("next_payment_attempt")),
+        created_at=ts(obj.get("created")),
+        paid_at=ts(paid_at),
+        billing_reason=obj.get("billing_reason"),
+    )
+
+
+def parse_checkout_session(obj: Mapping[str, Any]) -> CheckoutSnapshot:
+    """Read a Checkout Session.
+
+    Only `id` is required: `status` did not exist in older API versions (the
+    ledger decides on `mode` and `payment_status`).
+    """
+    amount_total = obj.get("amount_total")
+    return CheckoutSnapshot(
+        id=_required(obj, "id", "checkout session"),
+        mode=obj.get("mode"),
+        status=obj.get("status"),
+        payment_status=obj.get("payment_status"),
+        customer_id=_ref_id(obj.get("customer")),
+        subscription_id=_ref_id(obj.get("subscription")),
+        invoice_id=_ref_id(obj.get("invoice")),
+        amount_total=None if amount_total is None else int(amount_total),
+        currency=obj.get("currency"),
+    )
+
+
+def parse_customer(obj: Mapping[str, Any], *, deleted: bool = False) -> CustomerSnapshot:
+    """Read a customer, or Stripe's `{"id", "deleted": true}` stub.
+
+    A `customer.deleted` event carries the full customer WITHOUT `deleted`:
+    the caller passes `deleted=True` for that event type.
+    """
+    return CustomerSnapshot(
+        id=_required(obj, "id", "customer"),
+        email=obj.get("email"),
+        name=obj.get("name"),
+        metadata=dict(obj.get("metadata") or {}),
+        deleted=deleted or obj.get("deleted") is True,
+    )
+
+
+def _required(obj: Mapping[str, Any], name: str, what: str) -> Any:
+    """The field `name`, or MalformedObject naming it."""
+    if not isinstance(obj, Mapping):
+        raise MalformedObject(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    value = obj.get(name)
+    if value is None or value == "":
+        raise MalformedObject(f"{what} without {name!r}")
+    return value
+
+
+def _ref_id(value: Any) -> str | None:
+    """The id of an expandable reference: a string id or an expanded object."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, Mapping):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) else None
+    return None
+
+
+def _list_data(value: Any) -> list[Mapping[str, Any]]:
+    """The `data` of a Stripe list object (missing or odd -> empty)."""
+    if isinstance(value, Mapping):
+        data = value.get("data")
+        if isinstance(data, list):
+            return [entry for entry in data if isinstance(entry, Mapping)]
+    return []
+
+
+def _currency_of(holder: Mapping[str, Any]) -> str | None:
+    """Currency of an item's (or old subscription's) price or plan."""
+    for key in ("price", "plan"):
+        inner = holder.get(key)
+        if isinstance(inner, Mapping) and isinstance(inner.get("currency"), str):
+            return inner["currency"]
+    return None
+
+
+def _line_subscription_details(line: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    parent = line.get("parent")
+    if isinstance(parent, Mapping):
+        details = parent.get("subscription_item_details")
+        if isinstance(details, Mapping):
+            return details
+    return None
+
+
+def _is_subscription_line(line: Mapping[str, Any]) -> bool:
+    """Whether a line bills the subscription (old or basil shape)."""
+    if line.get("type") == "subscription":
+        return True
+    if line.get("subscription") or line.get("subscription_item"):
+        return True
+    parent = line.get("parent")
+    if isinstance(parent, Mapping) and parent.get("type") == "subscription_item_details":
+        return True
+    return _line_subscription_details(line) is not None
+
+
+def _is_proration(line: Mapping[str, Any]) -> bool:
+    details = _line_subscription_details(line)
+    if details is not None and details.get("proration"):
+        return True
+    return bool(line.get("proration"))
+
+
+def _subscription_line(lines: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The line whose period is the service period billed.
+
+    Prefer regular lines over prorations (a proration covers only part of a
+    period), then the latest period end.
+    """
+    candidates = [line for line in lines if _is_subscription_line(line)]
+    if not candidates:
+        return None
+    regular = [line for line in candidates if not _is_proration(line)] or candidates
+
+    def end_of(line: Mapping[str, Any]) -> int:
+        period = line.get("period")
+        end = period.get("end") if isinstance(period, Mapping) else None
+        return end if isinstance(end, int) else -1
+
+    return max(regular, key=end_of)
+
+
+def _invoice_subscription_id(
+    obj: Mapping[str, Any], line: Mapping[str, Any] | None
+) -> str | None:
+    """`invoice.subscription` (old), `parent.subscription_details` (basil+),
+    else the subscription line's own link."""
+    sub_id = _ref_id(obj.get("subscription"))
+    if sub_id:
+        return sub_id
+    parent = obj.get("parent")
+    if isinstance(parent, Mapping):
+        details = parent.get("subscription_details")
+        if isinstance(details, Mapping):
+            sub_id = _ref_id(details.get("subscription"))
+            if sub_id:
+                return sub_id
+    if line is not None:
+        details = _line_subscription_details(line)
+        if details is not None and _ref_id(details.get("subscription")):
+            return _ref_id(details.get("subscription"))
+        return _ref_id(line.get("subscription"))
+    return None
