@@ -42,8 +42,10 @@ def guarded(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Ca
     return run
 
 
-def build(settings: config.Settings, pool: ConnectionPool[Any]) -> BlockingScheduler:
-    scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
+def build(pool: ConnectionPool[Any]) -> BlockingScheduler:
+    scheduler = BlockingScheduler(
+        timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+    )
     scheduler.add_job(
         guarded(pool, "outbox_sweep", lambda: outbox.sweep(pool)),
         IntervalTrigger(seconds=OUTBOX_SWEEP_EVERY_S),
@@ -56,7 +58,7 @@ def main() -> None:
     settings = config.load()
     logs.configure(settings.log_format)
     pool = db.open_pool(settings.database_url, name="scheduler", max_size=4, timeout=30)
-    scheduler = build(settings, pool)
+    scheduler = build(pool)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("scheduler_stopping", signal=signum)

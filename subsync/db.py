@@ -24,7 +24,9 @@ CONNECT_TIMEOUT_S = 3.0
 _pool: ConnectionPool | None = None
 
 
-def open_pool(url: str, *, max_size: int = 8, name: str = "subsync", timeout: float = CONNECT_TIMEOUT_S) -> ConnectionPool:
+def open_pool(
+    url: str, *, max_size: int = 8, name: str = "subsync", timeout: float = CONNECT_TIMEOUT_S
+) -> ConnectionPool:
     """Open (or return) this process's pool. Rows come back as dicts."""
     global _pool  # noqa: PLW0603 - one pool per process, by design
     if _pool is not None and _pool.conninfo != url:

@@ -202,7 +202,9 @@ def fail(conn: psycopg.Connection[Any], event_id: str, error: str) -> None:
         )
 
 
-def due_for_sweep(conn: psycopg.Connection[Any], older_than: timedelta = SWEEP_AFTER, limit: int = SWEEP_BATCH) -> list[str]:
+def due_for_sweep(
+    conn: psycopg.Connection[Any], older_than: timedelta = SWEEP_AFTER, limit: int = SWEEP_BATCH
+) -> list[str]:
     """Claim the ids the outbox sweep must queue again, and stamp them.
 
     SKIP LOCKED passes over rows a worker is applying right now (it holds the

@@ -82,7 +82,7 @@ def load_invoice(conn: psycopg.Connection[Any], invoice_id: str) -> InvoiceState
 def unpaid_invoice(conn: psycopg.Connection[Any], subscription_id: str) -> InvoiceState | None:
     """The subscription's newest invoice left unpaid: what owed_amount is priced on."""
     row = conn.execute(
-        f"""SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices
+        f"""SELECT {", ".join(INVOICE_COLUMNS)} FROM invoices
              WHERE subscription_id = %s AND status IN ('open', 'uncollectible')
              ORDER BY created_at DESC NULLS LAST, id DESC LIMIT 1""",  # noqa: S608
         (subscription_id,),
@@ -129,7 +129,8 @@ def save_subscription(
         return False
     old_audited = None if old is None else {k: v for k, v in old.items() if k not in NOT_AUDITED}
     conn.execute(
-        "INSERT INTO subscription_changes (subscription_id, source, source_id, before, after) VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO subscription_changes (subscription_id, source, source_id, before, after)"
+        " VALUES (%s, %s, %s, %s, %s)",
         (after.id, source, source_id, None if old_audited is None else Jsonb(old_audited), Jsonb(audited)),
     )
     before_access = None if before is None else before.access

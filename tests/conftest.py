@@ -148,7 +148,9 @@ def make_event(
     }
 
 
-def post_event(client: Any, event: dict[str, Any] | str, *, secret: str = SECRET, headers: dict[str, str] | None = None) -> Any:
+def post_event(
+    client: Any, event: dict[str, Any] | str, *, secret: str = SECRET, headers: dict[str, str] | None = None
+) -> Any:
     body = event if isinstance(event, str) else json.dumps(event)
     all_headers = {"Stripe-Signature": sign(body, secret), "Content-Type": "application/json"}
     all_headers.update(headers or {})
@@ -169,7 +171,7 @@ def redis_down() -> Iterator[TcpProxy]:
     try:
         yield REDIS_PROXY
     finally:
-        if REDIS_PROXY._listener is None:  # noqa: SLF001
+        if REDIS_PROXY._listener is None:
             REDIS_PROXY.start()
 
 

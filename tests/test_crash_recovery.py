@@ -20,7 +20,9 @@ from worker import outbox
 pytestmark = pytest.mark.slow
 
 
-def test_a_worker_killed_mid_event_leaves_nothing_half_done_and_the_event_is_applied_once(client, conn, broker, database_url):
+def test_a_worker_killed_mid_event_leaves_nothing_half_done_and_the_event_is_applied_once(
+    client, conn, broker, database_url
+):
     event = make_event("customer.subscription.created", subscription_obj("sub_kill"))
     # Hold the subscription's lock so the worker blocks inside its transaction.
     with psycopg.connect(database_url, autocommit=True) as blocker:
@@ -29,13 +31,15 @@ def test_a_worker_killed_mid_event_leaves_nothing_half_done_and_the_event_is_app
         worker = start_worker()
         try:
             wait_for(
-                lambda: count(
-                    conn,
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE %s",
-                    "%pg_advisory_xact_lock%",
+                lambda: (
+                    count(
+                        conn,
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE %s",
+                        "%pg_advisory_xact_lock%",
+                    )
+                    == 1
                 )
-                == 1
             )
             assert event_row(conn, event["id"])["status"] == "processing"
             kill9(worker)

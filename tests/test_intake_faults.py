@@ -37,7 +37,10 @@ def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(clie
     response = post_event(client, event)
     assert response.status_code == 200
     assert response.get_json() == {"received": True, "duplicate": False}
-    assert conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()["status"] == "received"
+    assert (
+        conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()["status"]
+        == "received"
+    )
     assert client.get("/readyz").get_json()["components"]["redis"].startswith("down")
 
     redis_down.start()

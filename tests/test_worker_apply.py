@@ -69,7 +69,12 @@ def test_a_subscription_event_becomes_a_row_with_access_and_an_audit_entry(clien
     post_event(client, event)
     assert apply(event["id"]) == "processed"
     sub = conn.execute("SELECT * FROM subscriptions WHERE id = 'sub_1'").fetchone()
-    assert (sub["status"], sub["access"], sub["customer_id"], sub["price_id"]) == ("active", "full", "cus_1", "price_premium")
+    assert (sub["status"], sub["access"], sub["customer_id"], sub["price_id"]) == (
+        "active",
+        "full",
+        "cus_1",
+        "price_premium",
+    )
     assert sub["current_period_end"].timestamp() == event["data"]["object"]["items"]["data"][0]["current_period_end"]
     row = event_row(conn, event["id"])
     assert (row["status"], row["attempts"], row["last_error"]) == ("processed", 1, None)
@@ -101,7 +106,10 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(client, conn):
     for event in (newer, older):
         post_event(client, event)
         apply(event["id"])
-    assert conn.execute("SELECT status, access FROM subscriptions").fetchone() == {"status": "past_due", "access": "restricted"}
+    assert conn.execute("SELECT status, access FROM subscriptions").fetchone() == {
+        "status": "past_due",
+        "access": "restricted",
+    }
     assert event_row(conn, older["id"])["status"] == "processed"
 
 

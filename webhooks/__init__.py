@@ -36,7 +36,9 @@ def create_app(settings: config.Settings | None = None) -> Flask:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
-        return receiver.error(413, "payload_too_large", f"the body is over MAX_BODY_BYTES ({settings.max_body_bytes} bytes)")
+        return receiver.error(
+            413, "payload_too_large", f"the body is over MAX_BODY_BYTES ({settings.max_body_bytes} bytes)"
+        )
 
     def bind_request(sender: Flask, **_: Any) -> None:  # noqa: ARG001
         structlog.contextvars.clear_contextvars()

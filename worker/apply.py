@@ -18,8 +18,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
-from subsync import events, logs
-from subsync import metrics
+from subsync import events, logs, metrics
 from worker.handlers import context_for, handler_for
 
 log = logs.get_logger(__name__)

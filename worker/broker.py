@@ -43,18 +43,25 @@ class DatabasePool(Middleware):
         threads = int(getattr(broker, "worker_threads", 8) or 8)
         db.open_pool(self.settings.database_url, max_size=max(threads, 4) + 2, name="worker", timeout=30)
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:  # noqa: ARG002
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         db.close_pool()
 
 
 class LogContext(Middleware):
     """Bind each message's context to its log lines; worker threads are reused."""
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # noqa: ARG002
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(message_id=message.message_id, actor=message.actor_name)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result: Any = None, exception: BaseException | None = None) -> None:  # noqa: ARG002
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         structlog.contextvars.clear_contextvars()
 
     after_skip_message = after_process_message

@@ -100,7 +100,7 @@ def handler_for(event_type: str) -> Handler | None:
 
 def context_for(event_id: str, payload: dict[str, Any], *, replayed: bool, grace: timedelta) -> Context:
     created = ts(payload["created"])
-    assert created is not None  # noqa: S101 - checked by subsync.events.parse_event at intake
+    assert created is not None
     return Context(
         event_id=event_id,
         event_type=payload["type"],
