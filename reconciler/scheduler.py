@@ -16,13 +16,16 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import ConnectionPool
 
+from reconciler import grace
 from reconciler.locks import exclusive
+from reconciler.stripe_api import StripeApi, make_api
 from subsync import config, db, logs
 from worker import outbox
 
 log = logs.get_logger(__name__)
 
 OUTBOX_SWEEP_EVERY_S = 15
+ACCESS_REFRESH_EVERY_S = 60
 
 
 def guarded(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Callable[[], None]:
@@ -42,7 +45,15 @@ def guarded(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Ca
     return run
 
 
-def build(pool: ConnectionPool[Any]) -> BlockingScheduler:
+def stripe_api_or_none(settings: config.Settings) -> StripeApi | None:
+    """The Stripe client when STRIPE_API_KEY is set; the jobs that need it say so in the log otherwise."""
+    if not settings.stripe_api_key:
+        log.warning("stripe_api_key_missing", effect="grace ends without asking Stripe; no reconcile or backfill")
+        return None
+    return make_api(settings)
+
+
+def build(settings: config.Settings, pool: ConnectionPool[Any]) -> BlockingScheduler:
     scheduler = BlockingScheduler(
         timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
     )
@@ -51,6 +62,12 @@ def build(pool: ConnectionPool[Any]) -> BlockingScheduler:
         IntervalTrigger(seconds=OUTBOX_SWEEP_EVERY_S),
         id="outbox_sweep",
     )
+    api = stripe_api_or_none(settings)
+    scheduler.add_job(
+        guarded(pool, "access_refresh", lambda: grace.refresh(pool, grace=settings.grace_period, api=api)),
+        IntervalTrigger(seconds=ACCESS_REFRESH_EVERY_S),
+        id="access_refresh",
+    )
     return scheduler
 
 
@@ -58,7 +75,7 @@ def main() -> None:
     settings = config.load()
     logs.configure(settings.log_format)
     pool = db.open_pool(settings.database_url, name="scheduler", max_size=4, timeout=30)
-    scheduler = build(pool)
+    scheduler = build(settings, pool)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("scheduler_stopping", signal=signum)
