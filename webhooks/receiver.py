@@ -19,7 +19,7 @@ import structlog
 from flask import Blueprint, Response, current_app, request
 
 from subsync import db, events, logs, metrics
-from worker.queue import enqueue
+from worker.ingest import store_and_queue
 
 log = logs.get_logger(__name__)
 bp = Blueprint("receiver", __name__)
@@ -63,16 +63,6 @@ def check_signature(payload: str, header: str, secrets: tuple[str, ...], toleran
     return "invalid_signature", "no v1 signature in Stripe-Signature matches a configured webhook secret"
 
 
-def _store(header: events.EventHeader, payload: str) -> tuple[bool, list[str]]:
-    """Commit the event; returns (is_new, ids to queue)."""
-    with db.pool().connection() as conn:
-        if events.insert(conn, header, payload):
-            return True, [header.id]
-        # A duplicate of an event that failed: Stripe's dashboard resend acts
-        # as a replay.
-        return False, events.reopen_failed(conn, [header.id])
-
-
 @bp.post("/webhooks/stripe")
 def receive() -> Any:
     started = time.perf_counter()
@@ -96,16 +86,14 @@ def receive() -> Any:
         return error(400, "invalid_payload", f"the body is not a Stripe event: {exc}")
     structlog.contextvars.bind_contextvars(event_id=header.id, event_type=header.type)
     try:
-        is_new, to_queue = _store(header, payload)
+        ingested = store_and_queue(db.pool(), header, payload)
     except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
         log.warning("storage_unavailable", error=str(exc), error_type=type(exc).__name__)
         return error(503, "storage_unavailable", "the event could not be stored; retry later")
-    # Committed: from here nothing can lose the event. Queue after the commit
-    # so a worker never looks for a row it cannot see yet.
-    enqueue(to_queue)
+    is_new = ingested.new
     outcome = "accepted" if is_new else "duplicate"
     metrics.DELIVERIES.labels(outcome=outcome).inc()
     metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-    log.info("delivery_stored", outcome=outcome, requeued=bool(to_queue) and not is_new)
+    log.info("delivery_stored", outcome=outcome, queued=ingested.queued)
     body = b'{"received": true, "duplicate": false}' if is_new else b'{"received": true, "duplicate": true}'
     return Response(body, mimetype="application/json")

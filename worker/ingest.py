@@ -1,0 +1,34 @@
+"""Store an event and queue it: the one intake path for the receiver, backfill and fetch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from subsync import events
+from worker.queue import enqueue
+
+
+@dataclass(frozen=True)
+class Ingested:
+    new: bool  # a row was created
+    queued: bool  # a message was sent (new, or a failed event reopened)
+
+
+def store_and_queue(pool: ConnectionPool[Any], header: events.EventHeader, payload_json: str) -> Ingested:
+    """Commit the event row, then queue it. Raises psycopg errors: nothing stored.
+
+    A duplicate of a failed event is reopened and queued again (a resend from
+    Stripe's dashboard acts as a replay). Queuing happens after the commit so
+    a worker never looks for a row it cannot see; if Redis is down the row
+    waits for the outbox sweep.
+    """
+    with pool.connection() as conn:
+        if events.insert(conn, header, payload_json):
+            to_queue, new = [header.id], True
+        else:
+            to_queue, new = events.reopen_failed(conn, [header.id]), False
+    sent = enqueue(to_queue) if to_queue else 0
+    return Ingested(new=new, queued=sent > 0)
