@@ -1,0 +1,24 @@
+"""A local, Stripe-compatible simulator for tests, demos and benchmarks.
+
+``Simulator`` holds the state under a simulated clock; ``start_in_thread`` serves
+its HTTP API (``/v1/...``) and control endpoints (``/_sim/...``) on a free port;
+``SimControl`` drives a running simulator over HTTP.
+"""
+
+
+from .model import SimError
+
+from .shapes import BASIL, LEGACY
+from .state import DEFAULT_PRICE, YEARLY_PRICE, Simulator
+
+__all__ = [
+    "BASIL",
+    "DEFAULT_PRICE",
+    "LEGACY",
+    "YEARLY_PRICE",
+    "SimControl",
+    "SimError",
+    "Simulator",
+    "create_app",
+    "start_in_thread",
+]
