@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import ConnectionPool
 
-from reconciler import grace
+from reconciler import backfill, grace, reconcile
 from reconciler.locks import exclusive
 from reconciler.stripe_api import StripeApi, make_api
 from subsync import config, db, logs
@@ -26,6 +28,30 @@ log = logs.get_logger(__name__)
 
 OUTBOX_SWEEP_EVERY_S = 15
 ACCESS_REFRESH_EVERY_S = 60
+BACKFILL_CRON = "17 * * * *"  # hourly, off the hour when everyone else's jobs run
+
+
+def once_per_tick(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """Run `fn` only if no scheduler ran this job in this minute already.
+
+    The advisory lock stops two runs overlapping; this stops a second
+    scheduler whose clock is a few seconds late from running the same
+    nightly tick again after the first finished (job_runs' primary key).
+    """
+
+    def run() -> object:
+        tick = datetime.now(UTC).replace(second=0, microsecond=0)
+        with pool.connection() as conn:
+            claimed = conn.execute(
+                "INSERT INTO job_runs (job, scheduled_for) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (job, tick),
+            ).fetchone()
+        if claimed is None:
+            log.info("job_skipped", job=job, reason="already run for this tick", tick=tick.isoformat())
+            return None
+        return fn()
+
+    return run
 
 
 def guarded(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Callable[[], None]:
@@ -42,6 +68,18 @@ def guarded(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Ca
             log.exception("job_failed", job=job)
 
     run.__name__ = f"guarded_{job}"
+    return run
+
+
+def _logged(job: str, fn: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            fn()
+        except reconcile.AlreadyRunning:
+            log.info("job_skipped", job=job, reason="another run holds the lock")
+        except Exception:
+            log.exception("job_failed", job=job)
+
     return run
 
 
@@ -68,6 +106,20 @@ def build(settings: config.Settings, pool: ConnectionPool[Any]) -> BlockingSched
         IntervalTrigger(seconds=ACCESS_REFRESH_EVERY_S),
         id="access_refresh",
     )
+    if api is not None:
+        # reconcile.run takes the "reconcile" lock itself (the CLI shares it),
+        # so only the per-tick guard is added here.
+        nightly = once_per_tick(pool, "reconcile", lambda: reconcile.run(pool, api, grace=settings.grace_period))
+        scheduler.add_job(
+            _logged("reconcile", nightly),
+            CronTrigger.from_crontab(settings.reconcile_cron, timezone="UTC"),
+            id="reconcile",
+        )
+        scheduler.add_job(
+            guarded(pool, "backfill", once_per_tick(pool, "backfill", lambda: backfill.backfill(pool, api))),
+            CronTrigger.from_crontab(BACKFILL_CRON, timezone="UTC"),
+            id="backfill",
+        )
     return scheduler
 
 

@@ -76,8 +76,12 @@ TABLES = (
 
 @pytest.fixture
 def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A clean database (every table emptied) and an autocommit connection to it."""
+    """A clean database (every table emptied), this process's pool open on it, and an autocommit connection."""
     from psycopg.rows import dict_row
+
+    from subsync import db
+
+    db.open_pool(database_url, name="tests", max_size=16)
 
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
         c.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")

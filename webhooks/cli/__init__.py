@@ -8,9 +8,19 @@ document on stdout and nothing else there.
 from __future__ import annotations
 
 from flask import Flask
+from flask.cli import AppGroup
 
-from webhooks.cli import db_commands
+from webhooks.cli import db_commands, stripe_commands
+
+events = AppGroup("events", help="Stored Stripe events: inspect, replay, recover.")
+events.add_command(stripe_commands.events_fetch)
+events.add_command(stripe_commands.events_backfill)
+subscriptions = AppGroup("subscriptions", help="Local subscription state and access.")
+subscriptions.add_command(stripe_commands.subscriptions_refresh)
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(db_commands.db)
+    app.cli.add_command(events)
+    app.cli.add_command(subscriptions)
+    app.cli.add_command(stripe_commands.reconcile_group)
