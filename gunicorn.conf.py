@@ -17,6 +17,18 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 accesslog = None  # the app logs one line per delivery
+# gunicorn's own lines in the same structured format as the app's.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"structlog": {"()": "subsync.logs.formatter_from_env"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
 
 # /metrics must add up every worker process.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="subsync-prom-"))

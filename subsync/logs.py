@@ -8,6 +8,7 @@ request id) is bound with contextvars by the entry points.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -15,23 +16,40 @@ import structlog
 _configured = False
 
 
-def configure(log_format: str = "json", level: int = logging.INFO) -> None:
-    global _configured  # noqa: PLW0603 - configuring logging is process-wide
-    if _configured:
-        return
-    _configured = True
+def _shared_processors(log_format: str) -> list[structlog.types.Processor]:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.types.Processor
-    if log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer()
-    else:
+    if log_format != "console":
         shared.append(structlog.processors.dict_tracebacks)
-        renderer = structlog.processors.JSONRenderer()
+    return shared
+
+
+def formatter(log_format: str = "json") -> logging.Formatter:
+    """A stdlib formatter rendering like structlog: for loggers we do not own (gunicorn)."""
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer() if log_format == "console" else structlog.processors.JSONRenderer()
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(log_format),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+
+
+def formatter_from_env() -> logging.Formatter:
+    """For gunicorn's logconfig_dict, which builds formatters by factory name."""
+    return formatter(os.environ.get("LOG_FORMAT", "json"))
+
+
+def configure(log_format: str = "json", level: int = logging.INFO) -> None:
+    global _configured  # noqa: PLW0603 - configuring logging is process-wide
+    if _configured:
+        return
+    _configured = True
+    shared = _shared_processors(log_format)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -39,12 +57,7 @@ def configure(log_format: str = "json", level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
+    handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
