@@ -19,6 +19,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 services: ## start PostgreSQL and Redis if they do not answer (installs them if missing)
 	./scripts/services.sh
 
+demo: $(STAMP) services ## run the whole product on the local Stripe simulator and print the outcome
+	$(BIN)/python scripts/demo.py
+
 test: $(STAMP) services ## run the tests (each run uses its own database and queue namespace)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

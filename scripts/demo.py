@@ -1,0 +1,289 @@
+"""`make demo`: the whole product on the local Stripe simulator, then a table.
+
+Starts the simulator and the Procfile's release, web, worker and scheduler,
+tells a three-month story for 30 customers through Stripe's side only
+(sign-ups, trials, renewals, a failed payment that recovers, dunning that
+ends suspended with an owed amount, cancellations, a one-off checkout, a
+webhook lost on the way), lets the nightly reconciliation repair what was
+lost, prints every subscription and the ledger, checks them against the
+simulator's truth, and stops everything it started.
+
+The simulator's clock starts 92 days in the past and the story ends at the
+real now, because access depends on the wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import requests
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stripesim.control import SimControl  # noqa: E402
+from subsync.access import access_for  # noqa: E402
+from subsync.stripe_objects import parse_subscription  # noqa: E402
+
+BIN = Path(sys.executable).parent
+LOGS = ROOT / ".demo"
+DB = "subsync_demo"
+ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
+DATABASE_URL = f"postgresql://root@127.0.0.1:5432/{DB}"
+SECRET = "whsec_demo"
+API_KEY = "sk_test_demo"
+DAY = 86400
+GRACE = timedelta(hours=72)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+class Processes:
+    """Everything the demo starts, each in its own process group, stopped at the end."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, command: str) -> None:
+        log = (LOGS / f"{name}.log").open("wb")
+        proc = subprocess.Popen(  # noqa: S602 - the Procfile's own lines
+            command, shell=True, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.running.append((name, proc))
+
+    def run(self, command: str) -> str:
+        result = subprocess.run(  # noqa: S602
+            command, shell=True, cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"demo: `{command}` failed:\n{result.stderr}")
+        return result.stdout
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.running):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for name, proc in self.running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"{name} did not stop in time: killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.running.clear()
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def wait_until(what: str, predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (requests.RequestException, psycopg.Error):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"demo: timed out waiting for {what} (logs in {LOGS})")
+
+
+@contextmanager
+def database() -> Iterator[psycopg.Connection]:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (DB,),
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{DB}"')
+        admin.execute(f'CREATE DATABASE "{DB}"')
+    yield
+
+
+def drained(conn: psycopg.Connection, sim: SimControl) -> bool:
+    sim.flush(timeout=30)
+    row = conn.execute("SELECT count(*) AS n FROM stripe_events WHERE status IN ('received', 'processing')").fetchone()
+    return row["n"] == 0
+
+
+def story(sim: SimControl, conn: psycopg.Connection) -> dict[str, str]:
+    """Drive Stripe's side. Returns the roles of a few subscriptions worth pointing at."""
+    roles: dict[str, str] = {}
+    subs: list[str] = []
+    customer_of: dict[str, str] = {}
+    say("day 0: 30 customers sign up for the Premium Plan (29.99 a month): 24 monthly, 4 on a 14-day trial, 2 yearly")
+    for i in range(30):
+        customer = sim.create_customer(email=f"customer{i:02d}@example.com", name=f"Customer {i:02d}")
+        kwargs: dict[str, object] = {}
+        if 24 <= i < 28:
+            kwargs["trial_days"] = 14
+        if i >= 28:
+            kwargs["price"] = "price_premium_yearly"
+        subscription = sim.create_subscription(customer["id"], **kwargs)["id"]
+        subs.append(subscription)
+        customer_of[subscription] = customer["id"]
+        sim.advance(60)
+
+    one_off = sim.create_checkout_session(customer=customer_of[subs[5]], mode="payment", amount_total=4900)
+    sim.complete_checkout_session(one_off["id"])
+    abandoned = sim.create_checkout_session(customer=customer_of[subs[6]], mode="payment", amount_total=4900)
+    sim.expire_checkout_session(abandoned["id"])
+
+    roles[subs[0]] = "card declined once, Smart Retries recovers"
+    sim.fail_next_payments(customer_of[subs[0]], n=1)
+    roles[subs[1]] = "card declined, pays with a new card"
+    sim.fail_next_payments(customer_of[subs[1]], until_new_card=True)
+    for s in subs[2:4]:
+        roles[s] = "dunning ends canceled: suspended, owes the days used"
+        sim.fail_next_payments(customer_of[s], until_new_card=True)
+    roles[subs[4]] = "cancels at period end"
+    sim.cancel(subs[4], at_period_end=True)
+
+    say("month 1: renewals, one retry that succeeds, dunning begins for three customers")
+    sim.advance(32 * DAY)
+    sim.pay_open_invoice(subs[1])
+    wait_until("month 1 to be applied", lambda: drained(conn, sim), 120)
+
+    say("month 2: one customer cancels at once; dunning ends for two")
+    roles[subs[7]] = "cancels at once"
+    sim.cancel(subs[7])
+    sim.advance(30 * DAY)
+    wait_until("month 2 to be applied", lambda: drained(conn, sim), 120)
+
+    say("month 3: a webhook is lost on the way (a customer turns off auto-renewal)")
+    roles[subs[8]] = "webhook lost: repaired by the reconciliation"
+    sim.configure_delivery(drop_rate=1.0)
+    sim.cancel(subs[8], at_period_end=True)
+    sim.flush(timeout=10)
+    sim.configure_delivery(drop_rate=0.0)
+    remaining = int(time.time()) - 3600 - sim.now()
+    sim.advance(max(0, remaining))
+    wait_until("month 3 to be applied", lambda: drained(conn, sim), 120)
+    return roles
+
+
+def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> bool:
+    rows = conn.execute(
+        "SELECT s.*, c.email FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id ORDER BY c.email, s.id"
+    ).fetchall()
+    truth = {s["id"]: parse_subscription(s) for s in sim.truth(["subscriptions"])["subscriptions"]}
+    now = datetime.now(UTC)
+    print()
+    print(f"{'customer':<24} {'subscription':<22} {'status':<10} {'access':<10} {'period end':<17} {'owed':>7}  note")
+    print("-" * 120)
+    mismatches = 0
+    for r in rows:
+        t = truth.get(r["id"])
+        ok = t is not None and (r["status"], r["current_period_end"], r["cancel_at_period_end"]) == (
+            t.status,
+            t.current_period_end,
+            t.cancel_at_period_end,
+        )
+        ok = ok and r["access"] == access_for(t.status, t.current_period_end, t.cancellation_reason, now, GRACE)
+        mismatches += 0 if ok else 1
+        owed = f"{r['owed_amount'] / 100:.2f}" if r["owed_amount"] is not None else ""
+        period_end = r["current_period_end"].strftime("%Y-%m-%d %H:%M") if r["current_period_end"] else ""
+        note = roles.get(r["id"], "")
+        if r["cancel_at_period_end"] and not note:
+            note = "cancels at period end"
+        flag = "" if ok else "  <-- differs from Stripe"
+        print(
+            f"{(r['email'] or r['customer_id'] or '')[:24]:<24} {r['id']:<22} {r['status']:<10} {r['access']:<10}"
+            f" {period_end:<17} {owed:>7}  {note}{flag}"
+        )
+    print()
+    ledger = conn.execute(
+        "SELECT status, count(*) AS n, coalesce(sum(amount), 0) AS total FROM payments GROUP BY status ORDER BY status"
+    ).fetchall()
+    print("ledger (payments):")
+    for row in ledger:
+        print(f"  {row['status']:<10} {row['n']:>4} rows  {row['total'] / 100:>10.2f} usd")
+    access = conn.execute("SELECT access, count(*) AS n FROM subscriptions GROUP BY access ORDER BY access").fetchall()
+    print("access:  " + ", ".join(f"{a['access']} {a['n']}" for a in access))
+    events = conn.execute("SELECT status, count(*) AS n FROM stripe_events GROUP BY status ORDER BY status").fetchall()
+    print("events:  " + ", ".join(f"{e['status']} {e['n']}" for e in events))
+    missing = len(set(truth) - {r["id"] for r in rows})
+    print()
+    if mismatches or missing:
+        print(f"{mismatches + missing} of {len(truth)} subscriptions differ from Stripe")
+        return False
+    print(f"all {len(truth)} subscriptions equal Stripe's state (status, period end, cancel at period end, access)")
+    return True
+
+
+def main() -> int:
+    LOGS.mkdir(exist_ok=True)
+    web_port, sim_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "QUEUE_NAMESPACE": f"subsync-demo-{os.getpid()}",
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_API_BASE": f"http://127.0.0.1:{sim_port}",
+        "PORT": str(web_port),
+        "WEB_CONCURRENCY": "2",
+        "LOG_FORMAT": "json",
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    }
+    procs = Processes(env)
+    lines = procfile()
+    start = int(time.time()) - 92 * DAY
+    try:
+        with database():
+            say(f"release: {lines['release']}")
+            procs.run(lines["release"])
+        sim_cmd = (
+            f"{shlex.quote(sys.executable)} -m stripesim --port {sim_port} --api-key {API_KEY}"
+            f" --webhook-url http://127.0.0.1:{web_port}/webhooks/stripe --webhook-secret {SECRET}"
+            f" --start {start} --seed 42"
+        )
+        procs.start("stripesim", sim_cmd)
+        for name in ("web", "worker", "scheduler"):
+            say(f"{name}: {lines[name]}")
+            procs.start(name, lines[name])
+        wait_until("the web process", lambda: requests.get(f"http://127.0.0.1:{web_port}/readyz", timeout=1).ok)
+        sim = SimControl(f"http://127.0.0.1:{sim_port}", api_key=API_KEY)
+        wait_until("the simulator", lambda: sim.now() > 0)
+        with psycopg.connect(DATABASE_URL, autocommit=True, row_factory=dict_row) as conn:
+            roles = story(sim, conn)
+            say("the nightly reconciliation runs (here, now): flask --app webhooks reconcile run")
+            print(procs.run("flask --app webhooks reconcile run").rstrip())
+            wait_until("the repairs to settle", lambda: drained(conn, sim), 60)
+            procs.run("flask --app webhooks subscriptions refresh")
+            ok = report(conn, sim, roles)
+    finally:
+        say("stopping everything the demo started")
+        procs.stop_all()
+    say(f"logs of every process are in {LOGS.relative_to(ROOT)}/")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
