@@ -14,7 +14,6 @@ real now, because access depends on the wall clock.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -68,13 +67,13 @@ class Processes:
 
     def start(self, name: str, command: str) -> None:
         log = (LOGS / f"{name}.log").open("wb")
-        proc = subprocess.Popen(  # noqa: S602 - the Procfile's own lines
+        proc = subprocess.Popen(
             command, shell=True, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.running.append((name, proc))
 
     def run(self, command: str) -> str:
-        result = subprocess.run(  # noqa: S602
+        result = subprocess.run(
             command, shell=True, cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
