@@ -5,9 +5,9 @@ its HTTP API (``/v1/...``) and control endpoints (``/_sim/...``) on a free port;
 ``SimControl`` drives a running simulator over HTTP.
 """
 
-
+from .control import SimControl, SimControlError
 from .model import SimError
-
+from .server import create_app, start_in_thread
 from .shapes import BASIL, LEGACY
 from .state import DEFAULT_PRICE, YEARLY_PRICE, Simulator
 
@@ -17,6 +17,7 @@ __all__ = [
     "LEGACY",
     "YEARLY_PRICE",
     "SimControl",
+    "SimControlError",
     "SimError",
     "Simulator",
     "create_app",

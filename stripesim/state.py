@@ -424,7 +424,7 @@ class Simulator:
         cid = id or self.ids.new("cus", 14)
         if cid in self.customers:
             raise SimError(f"Customer {cid} already exists", code="resource_already_exists", param="id")
-        prefix = "".join(self.rng.choices("0123456789ABCDEF", k=8))
+        prefix = self.rng.randbytes(4).hex().upper()
         cus = Customer(cid, self.clock.now(), email, name, dict(metadata or {}), prefix)
         self.customers[cid] = cus
         self._cus_pos[cid] = len(self._cus_ids)
@@ -1189,6 +1189,7 @@ class Simulator:
             raise SimError("unsupported bulk status", param="status")
         now = self.clock.now()
         ids: list[str] = []
+        periods: dict[int, tuple[int, int, int]] = {}
         for i in range(int(n)):
             if emit_events:
                 cus = self._new_customer(f"bulk{len(self.customers) + 1}@example.com", None, None)
@@ -1206,12 +1207,9 @@ class Simulator:
                 continue
             cus = self._new_customer(f"bulk{len(self.customers) + 1}@example.com", None, None)
             anchor = now - (self.rng.randrange(spread_seconds) if spread_seconds > 0 else 0)
-            end = add_interval(anchor, p.interval, p.interval_count, 1)
-            cycle = 0
-            while end <= now:
-                cycle += 1
-                end = add_interval(anchor, p.interval, p.interval_count, cycle + 1)
-            start = add_interval(anchor, p.interval, p.interval_count, cycle)
+            if anchor not in periods:
+                periods[anchor] = self._current_period(anchor, p, now)
+            cycle, start, end = periods[anchor]
             st = "canceled" if canceled_every and (i + 1) % canceled_every == 0 else status
             sub = Subscription(
                 id=self.ids.new("sub"),
@@ -1246,6 +1244,16 @@ class Simulator:
         if return_ids:
             out["subscriptions"] = ids
         return out
+
+    @staticmethod
+    def _current_period(anchor: int, price: Price, now: int) -> tuple[int, int, int]:
+        """(cycle, start, end) of the period containing ``now`` for a billing anchor."""
+        cycle = 0
+        end = add_interval(anchor, price.interval, price.interval_count, 1)
+        while end <= now:
+            cycle += 1
+            end = add_interval(anchor, price.interval, price.interval_count, cycle + 1)
+        return cycle, add_interval(anchor, price.interval, price.interval_count, cycle), end
 
     # ---------------------------------------------------------------- reading
     def get_subscription(self, ident: str) -> JSON:
