@@ -217,7 +217,8 @@ def test_backfill_after_an_outage_recovers_every_event_and_never_regresses_state
     changes_before = conn.execute("SELECT count(*) AS n FROM subscription_changes").fetchone()["n"]
     # ...then the backfill recovers the lost events, older than that state.
     report = backfill.backfill(db.pool(), api)
-    assert report.recovered == report.listed == len(sim.all_events())
+    kept_by_stripe = [e for e in sim.all_events() if e["created"] >= sim.now() - 30 * DAY]
+    assert report.recovered == report.listed == len(kept_by_stripe) > 0
     apply_all_stored(conn)
     assert_equal_to_stripe(conn, sim)
     statuses = {r["status"] for r in conn.execute("SELECT DISTINCT status FROM stripe_events")}
