@@ -563,3 +563,31 @@ def test_control_client_over_http(served):
     with pytest.raises(Exception, match="No such subscription"):
         ctl.pause("sub_nope")
     ctl.close()
+
+
+def test_bulk_population_renews_quietly_unless_asked(sim):
+    quiet = sim.bulk_create(3, spread_seconds=20 * DAY)["subscriptions"]
+    loud = sim.bulk_create(2, quiet=False)["subscriptions"]
+    before = {s: sim.get_subscription(s)["items"]["data"][0]["current_period_end"] for s in quiet + loud}
+    assert all(end > T0 for end in before.values())
+    sim.advance(32 * DAY)
+    for sid in quiet + loud:
+        sub = sim.get_subscription(sid)
+        assert sub["items"]["data"][0]["current_period_start"] == before[sid]
+        assert sim.get_invoice(sub["latest_invoice"])["status"] == "paid"
+    renewed = {e["data"]["object"]["id"] for e in sim.all_events("customer.subscription.updated")}
+    assert renewed == set(loud)
+
+
+def test_invoice_list_and_dunning_left_past_due(served, client):
+    sim, _ = served
+    sim.configure(dunning_end="past_due", retry_schedule_days=[1])
+    cus, sub_id = new_sub(sim)
+    sim.fail_next_payments(cus, n=5)
+    sim.advance(40 * DAY)
+    assert sim.get_subscription(sub_id)["status"] == "past_due"
+    invoices = client.v1.invoices.list({"subscription": sub_id})
+    assert [i.billing_reason for i in invoices.data] == ["subscription_cycle", "subscription_create"]
+    assert invoices.data[0].status == "open"
+    assert invoices.data[0].next_payment_attempt is None
+    assert [i.id for i in client.v1.invoices.list({"status": "paid", "customer": cus}).data] == [invoices.data[1].id]
