@@ -243,9 +243,11 @@ class SimControl:
         canceled_every: int = 0,
         with_invoices: bool = True,
         return_ids: bool = True,
+        quiet: bool | None = None,
     ) -> JSON:
         return self.call(
             "bulk_create",
+            quiet=quiet,
             n=n,
             price=price,
             status=status,

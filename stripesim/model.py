@@ -105,6 +105,7 @@ class Subscription:
     cancellation_feedback: str | None = None
     quantity: int = 1
     token: int = 0  # bumps when scheduled actions must be forgotten
+    quiet: bool = False  # its timed changes happen without events (bulk populations)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ import pytest
 import requests
 import stripe
 
-from stripesim import BASIL, LEGACY, SimControl, Simulator, start_in_thread
+from stripesim import BASIL, LEGACY, SimControl, SimError, Simulator, start_in_thread
 
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
 DAY = 86400
@@ -175,7 +175,7 @@ def test_date_header_is_the_simulated_clock(served):
 
 def test_events_list_filters_and_window(served, client):
     sim, _ = served
-    cus, sub = new_sub(sim)
+    cus, _ = new_sub(sim)
     sim.advance(DAY)
     sim.update_customer(cus, name="Ann")
     sim.advance(40 * DAY)  # past the first renewal
@@ -252,6 +252,11 @@ def test_renewal_events_and_shapes(version):
     ]
     assert [e["created"] for e in evs] == [period_end] * 2 + [period_end + 3600] * 3
     assert len({e["id"] for e in evs}) == 5
+    check_renewal_shapes(evs, sub_id, first, basil, period_end)
+    sim.close()
+
+
+def check_renewal_shapes(evs, sub_id, first, basil, period_end):
     updated = evs[0]["data"]
     sub = updated["object"]
     assert sub["status"] == "active"
@@ -285,7 +290,6 @@ def test_renewal_events_and_shapes(version):
     assert inv["status_transitions"]["finalized_at"] == period_end + 3600
     assert evs[1]["data"]["object"]["status"] == "draft"
     assert evs[3]["data"]["object"]["id"] == evs[4]["data"]["object"]["id"]
-    sim.close()
 
 
 def test_create_subscription_events(sim):
@@ -318,9 +322,10 @@ def test_first_payment_fails_incomplete_then_expired(sim):
     sim.advance(DAY)
     assert types_since(sim, mark) == ["customer.subscription.updated", "invoice.voided"]
     assert sim.get_subscription(sub["id"])["status"] == "incomplete_expired"
-    with pytest.raises(Exception, match="declined"):
-        sim.fail_next_payments(cus, n=1)
+    sim.fail_next_payments(cus, n=1)
+    with pytest.raises(SimError, match="declined") as err:
         sim.create_subscription(cus, payment_behavior="error_if_incomplete")
+    assert (err.value.status, err.value.type, err.value.code) == (402, "card_error", "card_declined")
 
 
 def test_dunning_ends_canceled(sim):
@@ -558,3 +563,31 @@ def test_control_client_over_http(served):
     with pytest.raises(Exception, match="No such subscription"):
         ctl.pause("sub_nope")
     ctl.close()
+
+
+def test_bulk_population_renews_quietly_unless_asked(sim):
+    quiet = sim.bulk_create(3, spread_seconds=20 * DAY)["subscriptions"]
+    loud = sim.bulk_create(2, quiet=False)["subscriptions"]
+    before = {s: sim.get_subscription(s)["items"]["data"][0]["current_period_end"] for s in quiet + loud}
+    assert all(end > T0 for end in before.values())
+    sim.advance(32 * DAY)
+    for sid in quiet + loud:
+        sub = sim.get_subscription(sid)
+        assert sub["items"]["data"][0]["current_period_start"] == before[sid]
+        assert sim.get_invoice(sub["latest_invoice"])["status"] == "paid"
+    renewed = {e["data"]["object"]["id"] for e in sim.all_events("customer.subscription.updated")}
+    assert renewed == set(loud)
+
+
+def test_invoice_list_and_dunning_left_past_due(served, client):
+    sim, _ = served
+    sim.configure(dunning_end="past_due", retry_schedule_days=[1])
+    cus, sub_id = new_sub(sim)
+    sim.fail_next_payments(cus, n=5)
+    sim.advance(40 * DAY)
+    assert sim.get_subscription(sub_id)["status"] == "past_due"
+    invoices = client.v1.invoices.list({"subscription": sub_id})
+    assert [i.billing_reason for i in invoices.data] == ["subscription_cycle", "subscription_create"]
+    assert invoices.data[0].status == "open"
+    assert invoices.data[0].next_payment_attempt is None
+    assert [i.id for i in client.v1.invoices.list({"status": "paid", "customer": cus}).data] == [invoices.data[1].id]
