@@ -134,6 +134,7 @@ def _reconcile_page(
                 (ids,),
             )
         }
+        to_apply: list[tuple[SubscriptionSnapshot, datetime]] = []
         for snapshot, seen_at in parsed:
             report.scanned += 1
             mine = ours.get(snapshot.id)
@@ -146,21 +147,17 @@ def _reconcile_page(
                 report.drifted += 1
             if len(report.changes) < MAX_LISTED:
                 report.changes.append({"subscription_id": snapshot.id, "new": mine is None, "changes": diff})
-            if report.dry_run:
-                continue
-            with conn.transaction():
-                applied = store.apply_subscription_snapshot(
-                    conn,
-                    snapshot,
-                    seen_at,
-                    now=now,
-                    grace=grace,
-                    source="reconcile",
-                    source_id=str(report.run_id),
-                )
-            if applied.stale:
+            to_apply.append((snapshot, seen_at))
+        if report.dry_run or not to_apply:
+            return
+        with conn.transaction():
+            applied = store.apply_subscription_snapshots(
+                conn, to_apply, now=now, grace=grace, source="reconcile", source_id=str(report.run_id)
+            )
+        for (snapshot, _), result in zip(to_apply, applied, strict=True):
+            if result.stale:
                 report.left_alone_newer += 1
-            elif mine is not None and applied.changed:
+            elif snapshot.id in ours and result.changed:
                 report.fixed += 1
 
 

@@ -149,6 +149,7 @@ def test_a_429_mid_listing_is_backed_off_and_the_run_completes(stripe_sim, conn)
 def test_stripe_refusing_for_good_fails_the_run_cleanly(stripe_sim, conn):
     sim, api = stripe_sim
     new_subscriptions(sim, 3)
+    api.client = stripe.StripeClient(SIM_KEY, base_addresses={"api": api.url})  # no library retries: fail fast
     sim.set_rate_limit(every=1)
     with pytest.raises(stripe.RateLimitError):
         run(api)
