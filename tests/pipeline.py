@@ -1,0 +1,111 @@
+"""The product end to end in one test process: a real HTTP receiver, a real
+Dramatiq worker on the real Redis broker, the simulator delivering signed
+webhooks to it, and the checks that state converged to Stripe's truth."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+import psycopg
+from werkzeug.serving import make_server
+
+from subsync import config, db
+from subsync.access import access_for
+from subsync.ledger import ledger_fact
+from subsync.stripe_objects import parse_subscription, ts
+from webhooks import create_app
+from worker import outbox
+
+GRACE = timedelta(hours=72)
+
+
+@contextmanager
+def receiver() -> Iterator[str]:
+    """create_app() served over real HTTP on a free port; yields the webhook URL."""
+    server = make_server("127.0.0.1", 0, create_app(config.load()), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/webhooks/stripe"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def worker(broker: Any, threads: int = 8) -> Iterator[dramatiq.Worker]:
+    w = dramatiq.Worker(broker, worker_timeout=50, worker_threads=threads)
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def unfinished(conn: psycopg.Connection[Any]) -> int:
+    return conn.execute(
+        "SELECT count(*) AS n FROM stripe_events WHERE status IN ('received', 'processing', 'failed')"
+    ).fetchone()["n"]
+
+
+def drain(conn: psycopg.Connection[Any], sim: Any, timeout: float = 120.0) -> None:
+    """Wait until the simulator delivered everything and the worker applied it."""
+    deadline = time.monotonic() + timeout
+    assert sim.flush(timeout), "the simulator could not deliver everything"
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if unfinished(conn) == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 0.5:
+                return
+        else:
+            quiet_since = None
+            # Anything a fault left behind is what the outbox sweep is for.
+            outbox.sweep(db.pool(), older_than=timedelta(seconds=5))
+        time.sleep(0.1)
+    raise AssertionError(f"{unfinished(conn)} events still unfinished after {timeout} s")
+
+
+def subscription_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
+    """Every subscription whose status, period end, cancel_at_period_end or access differs from Stripe's."""
+    rows = {r["id"]: r for r in conn.execute("SELECT * FROM subscriptions")}
+    now = datetime.now(UTC)
+    problems = []
+    for sub in sim.truth(["subscriptions"])["subscriptions"]:
+        truth = parse_subscription(sub)
+        ours = rows.get(truth.id)
+        if ours is None:
+            problems.append(f"{truth.id}: missing ({truth.status})")
+            continue
+        expected = {
+            "status": truth.status,
+            "current_period_end": truth.current_period_end,
+            "cancel_at_period_end": truth.cancel_at_period_end,
+            "access": access_for(truth.status, truth.current_period_end, truth.cancellation_reason, now, GRACE).value,
+        }
+        for column, value in expected.items():
+            if ours[column] != value:
+                problems.append(f"{truth.id}: {column} is {ours[column]!r}, Stripe says {value!r}")
+    return problems
+
+
+def ledger_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
+    """The ledger against the facts in every event Stripe emitted: one row per fact, right amounts."""
+    expected: dict[str, tuple[str, int]] = {}
+    for event in sim.all_events():
+        fact = ledger_fact(event["type"], event["data"]["object"], ts(event["created"]))
+        if fact is not None:
+            expected.setdefault(fact.fact_key, (fact.status, fact.amount))
+    rows = conn.execute("SELECT fact_key, status, amount FROM payments").fetchall()
+    ours = {r["fact_key"]: (r["status"], r["amount"]) for r in rows}
+    problems = [f"{k}: ours {ours.get(k)}, expected {v}" for k, v in expected.items() if ours.get(k) != v]
+    problems += [f"{k}: not a fact Stripe emitted" for k in ours.keys() - expected.keys()]
+    if len(rows) != len(ours):
+        problems.append("duplicate fact rows")
+    return problems

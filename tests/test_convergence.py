@@ -1,0 +1,83 @@
+"""A simulated quarter of mixed lifecycles, delivered with chaos (duplicates,
+Stripe's repeated events with new ids, reordering, delays) to the real
+receiver and worker, ends exactly in Stripe's state with an exact ledger."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from conftest import SECRET
+from pipeline import drain, ledger_mismatches, receiver, subscription_mismatches, worker
+from sim import DAY, running_simulator
+
+pytestmark = pytest.mark.slow
+
+CUSTOMERS = 100
+
+
+def quarter(sim, rng: random.Random) -> None:
+    """Sign-ups, trials, yearly plans, renewals, failures that recover, dunning
+    ending canceled or unpaid, cancellations at period end and at once, pauses,
+    checkouts completed, async and expired."""
+    subs = []
+    for i in range(CUSTOMERS):
+        customer = sim.create_customer(email=f"c{i}@example.com")["id"]
+        kind = i % 10
+        kwargs = {"trial_days": 14} if kind == 1 else {"price": "price_premium_yearly"} if kind == 2 else {}
+        subs.append((customer, sim.create_subscription(customer, **kwargs)["id"], kind))
+        sim.advance(rng.randint(60, 6 * 3600))
+    for customer, sub, kind in subs:
+        if kind == 3:
+            sim.fail_next_payments(customer, n=1)  # Smart Retries recovers
+        elif kind in (4, 5):
+            sim.fail_next_payments(customer, until_new_card=True)  # 4 pays later, 5 ends in dunning
+        elif kind == 6:
+            sim.cancel_subscription(sub, at_period_end=True)
+    session = sim.create_checkout_session(mode="payment", customer=subs[0][0], amount_total=4900)
+    sim.complete_checkout_session(session["id"])
+    session = sim.create_checkout_session(mode="payment", customer=subs[1][0], amount_total=1500)
+    sim.complete_checkout_session(session["id"], async_payment=True)
+    sim.checkout_async_payment(session["id"], succeeded=False)
+    session = sim.create_checkout_session(mode="payment", customer=subs[2][0], amount_total=900)
+    sim.expire_checkout_session(session["id"])
+    end = int(time.time()) - 60
+    month = 0
+    while sim.now() < end - 5 * DAY:
+        sim.advance(5 * DAY)
+        month += 1
+        for customer, sub, kind in subs:
+            state = sim.get_subscription(sub)["status"]
+            if kind == 4 and state == "past_due":
+                sim.pay_open_invoice(sub)
+            elif kind == 7 and month == 6 and state == "active":
+                sim.cancel_subscription(sub)
+            elif kind == 8 and month == 3 and state == "active":
+                sim.pause_subscription(sub)
+            elif kind == 8 and month == 9 and state == "paused":
+                sim.resume_subscription(sub)
+            elif kind == 9 and month == 8:
+                sim.configure(dunning_end="unpaid")
+                sim.fail_next_payments(customer, until_new_card=True)
+    sim.advance_to(end)
+
+
+def test_a_quarter_with_chaos_ends_in_stripes_state_with_an_exact_ledger(conn, broker):
+    with receiver() as url, worker(broker), running_simulator(
+        start=int(time.time()) - 95 * DAY,
+        webhook_urls=[url],
+        webhook_secret=SECRET,
+        delivery={"duplicate_rate": 0.2, "resend_rate": 0.1, "reorder_window": 40, "reorder_hold": 0.5},
+    ) as (sim, _):
+        quarter(sim, random.Random(3))
+        drain(conn, sim)
+        stats = sim.delivery_stats()
+        assert stats["duplicated"] > 0
+        assert stats["resent"] > 0
+        assert subscription_mismatches(conn, sim) == []
+        assert ledger_mismatches(conn, sim) == []
+        events = conn.execute("SELECT status, count(*) AS n FROM stripe_events GROUP BY status").fetchall()
+        assert {e["status"] for e in events} <= {"processed", "ignored"}
+        deliveries = stats["delivered"]
+        print(f"{deliveries} deliveries, {sum(e['n'] for e in events)} events stored")
