@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import stripe
+
 from reconciler.stripe_api import StripeApi, make_api
 from stripesim.server import start_in_thread
 from stripesim.state import Simulator
@@ -32,9 +34,15 @@ def running_simulator(**kwargs: Any) -> Iterator[tuple[Simulator, str]]:
         sim.close()
 
 
-def api_for(url: str) -> StripeApi:
-    """The product's Stripe client pointed at the simulator; no pacing, no real sleeping."""
+def api_for(url: str, *, library_retries: bool = True) -> StripeApi:
+    """The product's Stripe client pointed at the simulator; no pacing, no real sleeping.
+
+    Without library retries a refused call fails at once (the library's own
+    backoff sleeps for real).
+    """
     settings = dataclasses.replace(config.load(), stripe_api_key=SIM_KEY, stripe_api_base=url)
     api = make_api(settings, max_rps=0)
     api.sleep = lambda _s: None
+    if not library_retries:
+        api.client = stripe.StripeClient(SIM_KEY, base_addresses={"api": url})
     return api

@@ -64,12 +64,16 @@ def quarter(sim, rng: random.Random) -> None:
 
 
 def test_a_quarter_with_chaos_ends_in_stripes_state_with_an_exact_ledger(conn, broker):
-    with receiver() as url, worker(broker), running_simulator(
-        start=int(time.time()) - 95 * DAY,
-        webhook_urls=[url],
-        webhook_secret=SECRET,
-        delivery={"duplicate_rate": 0.2, "resend_rate": 0.1, "reorder_window": 40, "reorder_hold": 0.5},
-    ) as (sim, _):
+    with (
+        receiver() as url,
+        worker(broker),
+        running_simulator(
+            start=int(time.time()) - 95 * DAY,
+            webhook_urls=[url],
+            webhook_secret=SECRET,
+            delivery={"duplicate_rate": 0.2, "resend_rate": 0.1, "reorder_window": 40, "reorder_hold": 0.5},
+        ) as (sim, _),
+    ):
         quarter(sim, random.Random(3))
         drain(conn, sim)
         stats = sim.delivery_stats()

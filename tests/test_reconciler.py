@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 import stripe
-from sim import DAY, SIM_KEY, api_for, running_simulator
+from sim import DAY, api_for, running_simulator
 
 from reconciler import backfill, reconcile
 from reconciler.locks import LOCK_KEYS
@@ -46,9 +46,10 @@ def assert_equal_to_stripe(conn, sim):
         ours = rows[truth.id]
         for column in reconcile.COMPARED:
             assert ours[column] == getattr(truth, column), (truth.id, column)
-        assert ours["access"] == access_for(
-            truth.status, truth.current_period_end, truth.cancellation_reason, now, GRACE
-        ).value
+        assert (
+            ours["access"]
+            == access_for(truth.status, truth.current_period_end, truth.cancellation_reason, now, GRACE).value
+        )
 
 
 def new_subscriptions(sim, n, **kwargs):
@@ -139,8 +140,7 @@ def test_a_webhook_newer_than_the_page_is_left_alone(stripe_sim, conn):
 def test_a_429_mid_listing_is_backed_off_and_the_run_completes(stripe_sim, conn):
     sim, api = stripe_sim
     new_subscriptions(sim, 250)
-    # No library retries: our own backoff must carry the run through.
-    api.client = stripe.StripeClient(SIM_KEY, base_addresses={"api": api.url})
+    api = api_for(api.url, library_retries=False)  # our own backoff must carry the run through
     sim.set_rate_limit(every=2)
     report = run(api, page_size=100)
     assert (report.status, report.scanned, report.created) == ("succeeded", 250, 250)
@@ -149,7 +149,7 @@ def test_a_429_mid_listing_is_backed_off_and_the_run_completes(stripe_sim, conn)
 def test_stripe_refusing_for_good_fails_the_run_cleanly(stripe_sim, conn):
     sim, api = stripe_sim
     new_subscriptions(sim, 3)
-    api.client = stripe.StripeClient(SIM_KEY, base_addresses={"api": api.url})  # no library retries: fail fast
+    api = api_for(api.url, library_retries=False)  # fail fast: the library's retries sleep for real
     sim.set_rate_limit(every=1)
     with pytest.raises(stripe.RateLimitError):
         run(api)
