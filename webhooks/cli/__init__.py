@@ -10,7 +10,11 @@ from __future__ import annotations
 from flask import Flask
 
 from webhooks.cli import db_commands
+from webhooks.cli.events_commands import events
+from webhooks.cli.subscriptions_commands import subscriptions
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(db_commands.db)
+    app.cli.add_command(events)
+    app.cli.add_command(subscriptions)
