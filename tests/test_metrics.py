@@ -110,3 +110,13 @@ def test_metrics_still_answer_when_redis_is_down(client, conn, broker, redis_dow
     assert value(samples, "subsync_scrape_source_up", source="redis") == 0
     assert value(samples, "subsync_scrape_source_up", source="postgresql") == 1
     assert ("subsync_queue_depth", ()) not in samples
+
+
+def test_dramatiqs_worker_metrics_are_on_only_for_the_dramatiq_command_when_asked():
+    from worker.broker import worker_metrics_enabled
+
+    assert worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/dramatiq")
+    assert not worker_metrics_enabled({}, "/app/.venv/bin/dramatiq")
+    assert not worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "0"}, "/app/.venv/bin/dramatiq")
+    assert not worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/gunicorn")
+    assert not worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/flask")
