@@ -27,12 +27,23 @@ from subsync import store
 from webhooks.cli.output import TIME, cut, database, echo_json, fields, fmt_time, table, to_json
 from worker.queue import enqueue
 
-events = AppGroup(
-    "events",
-    help="Stored Stripe events: list, inspect, replay.\n\n"
-    "TIME options take ISO 8601 (2026-11-01, 2026-11-01T03:00Z; no zone means UTC) "
-    "or an age: 30m, 2h, 7d. Event times are when we received them.",
-)
+EVENTS_HELP = """Stored Stripe events: list, inspect, replay.
+
+\b
+Failed events, step by step:
+  events list --status failed                   which, and the start of why
+  events show EVENT_ID                          the full error, what it changed
+  (fix the cause: roll back the migration, deploy the fix)
+  events replay --status failed --since 6h --dry-run
+  events replay --status failed --since 6h      queue them again
+  events list --status failed                   empty once applied
+
+TIME options take ISO 8601 (2026-11-01, 2026-11-01T03:00Z; no zone means UTC)
+or an age: 30m, 2h, 7d. Event times are when we received them. Statuses:
+received, processing, processed, ignored (a type we do not handle), failed.
+"""
+
+events = AppGroup("events", help=EVENTS_HELP, short_help="Stored Stripe events: list, inspect, replay.")
 
 ERROR_WIDTH = 60
 DEFAULT_LIMIT = 50
@@ -62,7 +73,12 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--until", type=TIME, help="Received before TIME.")
 @click.option("--object", "object_id", metavar="ID", help="Only events about this Stripe object (sub_..., in_...).")
 @click.option(
-    "--limit", type=click.IntRange(1, 100_000), default=DEFAULT_LIMIT, show_default=True, help="At most N events."
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="At most N events.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (a list) instead of a table.")
 def list_command(
@@ -98,7 +114,8 @@ def _changes_text(change: dict[str, Any]) -> str:
     before = change["before"] or {}
     after = change["after"] or {}
     if not before:
-        return "created: " + ", ".join(f"{k}={_value(v)}" for k, v in after.items())
+        shown = {k: v for k, v in after.items() if k != "id" and v not in (None, False, {}, "")}
+        return "created: " + ", ".join(f"{k}={_value(v)}" for k, v in shown.items())
     return ", ".join(f"{k}: {_value(before.get(k))} -> {_value(v)}" for k, v in after.items())
 
 
@@ -115,7 +132,7 @@ def change_lines(changes: Sequence[dict[str, Any]], *, with_subscription: bool) 
     return lines
 
 
-@events.command("show")
+@events.command("show", short_help="One event in full: error, object, what it changed, replays.")
 @click.argument("event_id")
 @click.option("--payload", is_flag=True, help="Also print the event's JSON body as received.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (payload included).")
@@ -143,7 +160,8 @@ def show_command(event_id: str, payload: bool, as_json: bool) -> None:
             }
         )
         return
-    attempts = f"{row['attempts']}" + (f" (queued again by hand {row['replays']} times)" if row["replays"] else "")
+    replayed = row["replays"]
+    attempts = f"{row['attempts']}" + (f" (replayed {replayed} time{'s' if replayed != 1 else ''})" if replayed else "")
     click.echo(
         fields(
             [
@@ -206,7 +224,7 @@ def _send(event_ids: list[str], *, progress: bool) -> int:
     return sent
 
 
-@events.command("replay")
+@events.command("replay", short_help="Queue events again: by id, or every failed one matching filters.")
 @click.argument("event_ids", nargs=-1, metavar="[EVENT_ID]...")
 @click.option(
     "--status",

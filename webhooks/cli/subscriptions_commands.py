@@ -33,6 +33,7 @@ ACCESS_MEANING = {
     type=click.IntRange(1, 100_000),
     default=HISTORY_LIMIT,
     show_default=True,
+    metavar="N",
     help="Show the newest N changes.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
