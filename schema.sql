@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS stripe_events (
 -- The outbox: only unfinished events, so the sweep's scan stays tiny.
 CREATE INDEX IF NOT EXISTS stripe_events_unfinished_idx
     ON stripe_events (received_at) WHERE status IN ('received', 'processing');
+-- Failed events, for on-call (`events list --status failed`, bulk replay,
+-- the failed-events gauge of /metrics): few rows, so a tiny index.
+CREATE INDEX IF NOT EXISTS stripe_events_failed_idx
+    ON stripe_events (received_at) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS stripe_events_received_at_idx ON stripe_events (received_at DESC);
 CREATE INDEX IF NOT EXISTS stripe_events_object_idx ON stripe_events (object_id);
 

@@ -188,3 +188,22 @@ def postgres_proxy(database_url: str) -> Iterator[tuple[TcpProxy, str]]:
     from subsync import db
 
     db.close_pool()
+
+
+@pytest.fixture
+def broken_subscriptions_table(conn: psycopg.Connection[Any]) -> Iterator[Any]:
+    """A bad database change: every write to subscriptions raises."""
+    conn.execute(
+        """
+        CREATE FUNCTION refuse_write() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN RAISE EXCEPTION 'column "plan_tier" does not exist (bad migration)'; END$$;
+        CREATE TRIGGER refuse_write BEFORE INSERT OR UPDATE ON subscriptions
+        FOR EACH ROW EXECUTE FUNCTION refuse_write();
+        """
+    )
+
+    def fix() -> None:
+        conn.execute("DROP TRIGGER IF EXISTS refuse_write ON subscriptions; DROP FUNCTION IF EXISTS refuse_write();")
+
+    yield fix
+    fix()

@@ -134,25 +134,6 @@ def test_the_basil_shape_with_the_period_on_the_items(client, conn):
     assert sub["status"] == obj["status"]
 
 
-@pytest.fixture
-def broken_subscriptions_table(conn):
-    """A bad database change: every write to subscriptions raises."""
-    conn.execute(
-        """
-        CREATE FUNCTION refuse_write() RETURNS trigger LANGUAGE plpgsql AS
-        $$BEGIN RAISE EXCEPTION 'column "plan_tier" does not exist (bad migration)'; END$$;
-        CREATE TRIGGER refuse_write BEFORE INSERT OR UPDATE ON subscriptions
-        FOR EACH ROW EXECUTE FUNCTION refuse_write();
-        """
-    )
-
-    def fix() -> None:
-        conn.execute("DROP TRIGGER IF EXISTS refuse_write ON subscriptions; DROP FUNCTION IF EXISTS refuse_write();")
-
-    yield fix
-    fix()
-
-
 def test_a_failing_handler_rolls_back_and_records_the_error(client, conn, broken_subscriptions_table):
     event = make_event("customer.subscription.created", subscription_obj())
     post_event(client, event)

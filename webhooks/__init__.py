@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -21,9 +22,14 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     only DATABASE_URL and REDIS_URL, so inside a command the check is skipped.
     """
     settings = settings or config.load()
-    if click.get_current_context(silent=True) is None:
+    in_command = click.get_current_context(silent=True) is not None
+    if not in_command:
         settings.require_webhook_secrets()
     logs.configure(settings.log_format)
+    if in_command:
+        # A command reports an unreachable database in one line
+        # (webhooks.cli.output.database); the pool's retry warnings would bury it.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from subsync import db
+from subsync import db, events, store
+from subsync.metrics import EventState, QueueState, StateCollector
+
+# Reads done per scrape are small (partial indexes, two LLEN); never let one hang.
+SCRAPE_DB_TIMEOUT_S = 2.0
 
 bp = Blueprint("health", __name__)
 
@@ -46,12 +51,45 @@ def readyz() -> Any:
     return Response(body, status=200 if ready else 503, mimetype="application/json")
 
 
+def read_queue() -> QueueState:
+    """Dramatiq's Redis queue: the ready list and the delay queue (retries in backoff)."""
+    from worker.actors import QUEUE  # noqa: PLC0415
+    from worker.broker import broker, settings  # noqa: PLC0415
+
+    key = f"{settings.queue_namespace}:{QUEUE}"
+    pipe = broker.client.pipeline(transaction=False)
+    pipe.llen(key)
+    pipe.llen(f"{key}.DQ")
+    ready, delayed = pipe.execute()
+    return QueueState(ready=int(ready), delayed=int(delayed))
+
+
+def read_database() -> tuple[EventState, dict[str, Any] | None]:
+    with db.pool().connection(timeout=SCRAPE_DB_TIMEOUT_S) as conn:
+        conn.execute(f"SET LOCAL statement_timeout = '{int(SCRAPE_DB_TIMEOUT_S * 1000)}ms'")
+        backlog = events.backlog(conn)
+        run = store.latest_reconciliation(conn)
+    oldest = backlog.oldest_unfinished_at
+    age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+    state = EventState(
+        received=backlog.received, processing=backlog.processing, failed=backlog.failed, oldest_unfinished_age_s=age
+    )
+    return state, run
+
+
+# Not the default registry: only /metrics reads this state (a worker process
+# importing subsync.metrics must not query the database).
+STATE = CollectorRegistry()
+STATE.register(StateCollector(read_queue, read_database))
+
+
 @bp.get("/metrics")
 def metrics() -> Any:
+    """The process counters (all gunicorn workers in multi-process mode), then the shared state."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         data = generate_latest(registry)
     else:
         data = generate_latest()
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+    return Response(data + generate_latest(STATE), mimetype=CONTENT_TYPE_LATEST)

@@ -8,6 +8,9 @@ an event applied exactly once (see subsync.events).
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from typing import Any
 
 import dramatiq
@@ -67,6 +70,38 @@ class LogContext(Middleware):
     after_skip_message = after_process_message
 
 
+def worker_metrics_enabled(env: dict[str, str] | None = None, argv0: str | None = None) -> bool:
+    """DRAMATIQ_PROMETHEUS=1, and this is the `dramatiq` command (its worker processes).
+
+    Never in web or CLI processes, which import this module to queue
+    messages: the middleware repoints PROMETHEUS_MULTIPROC_DIR.
+    """
+    value = (os.environ if env is None else env).get("DRAMATIQ_PROMETHEUS", "")
+    program = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return value.strip().lower() in ("1", "true", "yes", "on") and program.startswith("dramatiq")
+
+
+def add_worker_metrics(broker: RedisBroker) -> None:
+    """Dramatiq's Prometheus middleware: worker metrics on :9191/metrics.
+
+    It serves `dramatiq_messages_total`, `dramatiq_message_errors_total`,
+    `dramatiq_message_retries_total`, `dramatiq_message_rejects_total`,
+    `dramatiq_messages_inprogress`, `dramatiq_message_duration_milliseconds`
+    from a multi-process directory shared by the worker processes
+    (`dramatiq_prom_db`, default $TMPDIR/dramatiq-prometheus; port
+    `dramatiq_prom_port`, default 9191). Pointing PROMETHEUS_MULTIPROC_DIR at
+    the same directory, before subsync.metrics is imported, makes the worker's
+    own counters (`subsync_events_applied_total`, `subsync_events_failed_total`)
+    appear on the same endpoint.
+    """
+    path = os.environ.setdefault("dramatiq_prom_db", os.path.join(tempfile.gettempdir(), "dramatiq-prometheus"))
+    os.makedirs(path, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    from dramatiq.middleware.prometheus import Prometheus  # noqa: PLC0415 - reads the environment on import
+
+    broker.add_middleware(Prometheus())
+
+
 def make_broker(settings: config.Settings) -> RedisBroker:
     client = redis.Redis.from_url(
         settings.redis_url,
@@ -82,6 +117,8 @@ def make_broker(settings: config.Settings) -> RedisBroker:
     )
     broker.add_middleware(DatabasePool(settings))
     broker.add_middleware(LogContext())
+    if worker_metrics_enabled():
+        add_worker_metrics(broker)
     return broker
 
 

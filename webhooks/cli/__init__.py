@@ -8,14 +8,14 @@ document on stdout and nothing else there.
 from __future__ import annotations
 
 from flask import Flask
-from flask.cli import AppGroup
 
 from webhooks.cli import db_commands, stripe_commands
+from webhooks.cli.events_commands import events
+from webhooks.cli.subscriptions_commands import subscriptions
 
-events = AppGroup("events", help="Stored Stripe events: inspect, replay, recover.")
+# The commands that ask Stripe's API join the groups they belong to.
 events.add_command(stripe_commands.events_fetch)
 events.add_command(stripe_commands.events_backfill)
-subscriptions = AppGroup("subscriptions", help="Local subscription state and access.")
 subscriptions.add_command(stripe_commands.subscriptions_refresh)
 
 
