@@ -6,9 +6,7 @@ command works with DATABASE_URL and REDIS_URL alone.
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import click
 import psycopg
@@ -20,6 +18,7 @@ from flask.cli import AppGroup
 from reconciler import backfill, grace, reconcile
 from reconciler.stripe_api import StripeApi, make_api
 from subsync import config, db
+from webhooks.cli.output import TIME, echo_json
 
 EXPECTED = (psycopg.Error, psycopg_pool.PoolTimeout, stripe.StripeError, config.ConfigError)
 
@@ -39,10 +38,6 @@ def _fail(what: str, exc: BaseException) -> click.ClickException:
     return click.ClickException(f"{what}: {type(exc).__name__}: {exc}".replace("\n", " "))
 
 
-def _echo_json(document: Any) -> None:
-    click.echo(json.dumps(document, default=str, indent=2))
-
-
 reconcile_group = AppGroup("reconcile", help="Compare every subscription with Stripe's API and repair drift.")
 
 
@@ -59,7 +54,7 @@ def reconcile_run(dry_run: bool, as_json: bool) -> None:
     except EXPECTED as exc:
         raise _fail("the reconciliation failed (recorded in reconciliation_runs)", exc) from None
     if as_json:
-        _echo_json(report.as_dict())
+        echo_json(report.as_dict())
         return
     verb = "would change" if dry_run else "changed"
     click.echo(
@@ -76,16 +71,6 @@ def reconcile_run(dry_run: bool, as_json: bool) -> None:
         click.echo(f"  missing in Stripe: {sub_id}")
 
 
-def _parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T03:00Z)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 @click.command("fetch")
 @click.argument("event_id")
 def events_fetch(event_id: str) -> None:
@@ -100,16 +85,20 @@ def events_fetch(event_id: str) -> None:
 
 
 @click.command("backfill")
-@click.option("--since", help="ISO 8601 time; default: the stored checkpoint (first run: all Stripe keeps, 30 days).")
+@click.option(
+    "--since",
+    type=TIME,
+    help="ISO 8601 or relative (2h, 7d); default: the stored checkpoint (first run: all Stripe keeps, 30 days).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def events_backfill(since: str | None, as_json: bool) -> None:
+def events_backfill(since: datetime | None, as_json: bool) -> None:
     """List Stripe's events and ingest those never received."""
     try:
-        report = backfill.backfill(db.pool(), _api(), since=_parse_since(since))
+        report = backfill.backfill(db.pool(), _api(), since=since)
     except EXPECTED as exc:
         raise _fail("the backfill failed", exc) from None
     if as_json:
-        _echo_json(report.__dict__)
+        echo_json(report.__dict__)
     else:
         click.echo(f"listed {report.listed} events from Stripe, recovered {report.recovered} never received")
 
@@ -125,7 +114,7 @@ def subscriptions_refresh(as_json: bool) -> None:
     except EXPECTED as exc:
         raise _fail("the refresh failed", exc) from None
     if as_json:
-        _echo_json(result.__dict__)
+        echo_json(result.__dict__)
     else:
         click.echo(
             f"checked {result.checked}, changed {result.changed}, asked Stripe {result.asked_stripe}"
