@@ -95,8 +95,15 @@ def test_yearly_price():
     # 24900 * 100/365 = 6821.917... -> 6822
     assert owed_amount(24900, start, end, start + timedelta(days=100)) == 6822
     # A leap year has 366 days: 24900 * 100/366 = 6803.27 -> 6803
-    assert owed_amount(24900, datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC),
-                       datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=100)) == 6803
+    assert (
+        owed_amount(
+            24900,
+            datetime(2024, 1, 1, tzinfo=UTC),
+            datetime(2025, 1, 1, tzinfo=UTC),
+            datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=100),
+        )
+        == 6803
+    )
 
 
 def test_rounding_exactly_at_half_goes_up_and_just_below_goes_down():

@@ -199,13 +199,17 @@ def test_proration_lines_lose_to_the_regular_line():
         "lines": {
             "data": [
                 {
-                    "parent": {"type": "subscription_item_details",
-                               "subscription_item_details": {"proration": True, "subscription": "sub_1"}},
+                    "parent": {
+                        "type": "subscription_item_details",
+                        "subscription_item_details": {"proration": True, "subscription": "sub_1"},
+                    },
                     "period": {"start": 150, "end": 300},
                 },
                 {
-                    "parent": {"type": "subscription_item_details",
-                               "subscription_item_details": {"proration": False, "subscription": "sub_1"}},
+                    "parent": {
+                        "type": "subscription_item_details",
+                        "subscription_item_details": {"proration": False, "subscription": "sub_1"},
+                    },
                     "period": {"start": 200, "end": 300},
                 },
             ]
@@ -217,9 +221,15 @@ def test_proration_lines_lose_to_the_regular_line():
 
 
 def test_subscription_id_from_line_when_invoice_has_no_link():
-    obj = {"id": "in_1", "status": "open",
-           "lines": {"data": [{"parent": {"subscription_item_details": {"subscription": "sub_7"}},
-                               "period": {"start": 1, "end": 2}}]}}
+    obj = {
+        "id": "in_1",
+        "status": "open",
+        "lines": {
+            "data": [
+                {"parent": {"subscription_item_details": {"subscription": "sub_7"}}, "period": {"start": 1, "end": 2}}
+            ]
+        },
+    }
     assert parse_invoice(obj).subscription_id == "sub_7"
 
 
