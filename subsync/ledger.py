@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from subsync.stripe_objects import parse_checkout_session, parse_invoice, parse_subscription
+from subsync.stripe_objects import (
+    parse_checkout_session,
+    parse_invoice,
+    parse_subscription,
+)
 
 __all__ = ["LedgerStatus", "PaymentFact", "ledger_fact"]
 

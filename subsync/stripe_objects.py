@@ -341,9 +341,7 @@ def _subscription_line(lines: list[Mapping[str, Any]]) -> Mapping[str, Any] | No
     return max(regular, key=end_of)
 
 
-def _invoice_subscription_id(
-    obj: Mapping[str, Any], line: Mapping[str, Any] | None
-) -> str | None:
+def _invoice_subscription_id(obj: Mapping[str, Any], line: Mapping[str, Any] | None) -> str | None:
     """`invoice.subscription` (old), `parent.subscription_details` (basil+),
     else the subscription line's own link."""
     sub_id = _ref_id(obj.get("subscription"))
