@@ -61,6 +61,9 @@ def configure(log_format: str = "json", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The stripe library logs every request at INFO: a reconciliation would
+    # write thousands of lines. Its warnings and errors still come through.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
