@@ -13,7 +13,7 @@ import psycopg
 import psycopg_pool
 import stripe
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from reconciler import backfill, grace, reconcile
 from reconciler.stripe_api import StripeApi, make_api
@@ -72,6 +72,7 @@ def reconcile_run(dry_run: bool, as_json: bool) -> None:
 
 
 @click.command("fetch")
+@with_appcontext
 @click.argument("event_id")
 def events_fetch(event_id: str) -> None:
     """Pull one event from Stripe's API and ingest it (stored once, queued)."""
@@ -85,6 +86,7 @@ def events_fetch(event_id: str) -> None:
 
 
 @click.command("backfill")
+@with_appcontext
 @click.option(
     "--since",
     type=TIME,
@@ -104,6 +106,7 @@ def events_backfill(since: datetime | None, as_json: bool) -> None:
 
 
 @click.command("refresh")
+@with_appcontext
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def subscriptions_refresh(as_json: bool) -> None:
     """Recompute time-dependent access now, asking Stripe about expired graces."""
