@@ -49,6 +49,7 @@ class DeliverySettings:
     timeout: float = 10.0
     paused: bool = False
     body_format: str = "compact"  # or "pretty" (2-space indent)
+    concurrency: int = 1  # deliveries in flight at once, as Stripe sends them in parallel
 
 
 @dataclass
@@ -101,8 +102,8 @@ class WebhookDelivery:
         self._seq = itertools.count()
         self._inflight = 0
         self._stop = False
-        self._thread: threading.Thread | None = None
-        self._session = requests.Session()
+        self._threads: list[threading.Thread] = []
+        self._local = threading.local()  # one HTTP session per delivery thread
         self.counters: dict[str, int] = {
             "submitted": 0,
             "delivered": 0,
@@ -190,10 +191,19 @@ class WebhookDelivery:
             self._push(item, due)
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        self._threads = [t for t in self._threads if t.is_alive()]
+        if not self._threads:
             self._stop = False
-            self._thread = threading.Thread(target=self._run, name="stripesim-delivery", daemon=True)
-            self._thread.start()
+        while len(self._threads) < max(1, int(self.settings.concurrency)):
+            thread = threading.Thread(target=self._run, name=f"stripesim-delivery-{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     # -- worker ----------------------------------------------------------------
     def _run(self) -> None:
@@ -231,7 +241,7 @@ class WebhookDelivery:
         status: int | None = None
         error: str | None = None
         try:
-            resp = self._session.post(
+            resp = self._session().post(
                 item.endpoint.url,
                 data=body.encode(),
                 headers={
@@ -312,6 +322,6 @@ class WebhookDelivery:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._session.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []

@@ -1,5 +1,5 @@
 """A simulated quarter of mixed lifecycles, delivered with chaos (duplicates,
-Stripe's repeated events with new ids, reordering, delays) to the real
+Stripe's repeated events with new ids, reordering, 8 deliveries at once) to the real
 receiver and worker, ends exactly in Stripe's state with an exact ledger."""
 
 from __future__ import annotations
@@ -71,7 +71,13 @@ def test_a_quarter_with_chaos_ends_in_stripes_state_with_an_exact_ledger(conn, b
             start=int(time.time()) - 95 * DAY,
             webhook_urls=[url],
             webhook_secret=SECRET,
-            delivery={"duplicate_rate": 0.2, "resend_rate": 0.1, "reorder_window": 40, "reorder_hold": 0.5},
+            delivery={
+                "duplicate_rate": 0.2,
+                "resend_rate": 0.1,
+                "reorder_window": 40,
+                "reorder_hold": 0.5,
+                "concurrency": 8,
+            },
         ) as (sim, _),
     ):
         quarter(sim, random.Random(3))
