@@ -268,7 +268,7 @@ class Simulator:
 
         Settings: duplicate_rate, resend_rate, drop_rate, reorder_window,
         reorder_hold, delay, max_attempts, retry_initial, retry_factor,
-        retry_max, timeout, paused, body_format.
+        retry_max, timeout, paused, body_format, concurrency.
         """
         with self.lock:
             if secret is not None:
