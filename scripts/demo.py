@@ -14,6 +14,7 @@ real now (access depends on the wall clock), between two renewals.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -81,18 +82,44 @@ class Processes:
         return result.stdout
 
     def stop_all(self) -> None:
+        """TERM every process group, wait until each group is empty, KILL what lingers.
+
+        Waiting on the shell is not enough: it dies at once while gunicorn and
+        dramatiq are still shutting down gracefully.
+        """
         for _, proc in reversed(self.running):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+            _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         for name, proc in self.running:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(proc.pid):
                 say(f"{name} did not stop in time: killing it")
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
         self.running.clear()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of the group runs (zombies of a dead leader aside)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    states = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            states.append(fields[0])
+    return any(state != "Z" for state in states)
 
 
 def procfile() -> dict[str, str]:
