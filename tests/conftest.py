@@ -91,12 +91,14 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def broker() -> Iterator[Any]:
     """The real Redis broker, its queues emptied before and after the test."""
+    from worker import queue
     from worker.broker import broker as the_broker
 
     def flush() -> None:
         keys = list(the_broker.client.scan_iter(f"{NAMESPACE}:*"))
         if keys:
             the_broker.client.delete(*keys)
+        queue.close_breaker()
 
     flush()
     yield the_broker

@@ -32,9 +32,10 @@ def test_postgres_refusing_connections_answers_503_then_the_retry_stores_once(po
     assert [r["id"] for r in rows] == [event["id"], retried["id"]]
 
 
-def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(client, conn, broker, redis_down):
+def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(client, conn, broker, redis_down, caplog):
     event = make_event()
-    response = post_event(client, event)
+    with caplog.at_level("WARNING"):
+        response = post_event(client, event)
     assert response.status_code == 200
     assert response.get_json() == {"received": True, "duplicate": False}
     assert (
@@ -43,10 +44,19 @@ def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(clie
     )
     assert client.get("/readyz").get_json()["components"]["redis"].startswith("down")
 
+    # While Redis is down, later deliveries do not wait for it: one failed
+    # send opens the breaker and the next ones skip Redis (the sweep has them).
+    before = sum(1 for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "enqueue_failed")
+    second = make_event()
+    with caplog.at_level("WARNING"):
+        assert post_event(client, second).status_code == 200
+    after = sum(1 for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "enqueue_failed")
+    assert (before, after) == (1, 1)
+
     redis_down.start()
     assert queued_ids(broker) == []
     conn.execute("UPDATE stripe_events SET received_at = now() - interval '1 minute'")
-    assert outbox.sweep(db.pool()) == 1
-    assert queued_ids(broker) == [event["id"]]
+    assert outbox.sweep(db.pool()) == 2
+    assert sorted(queued_ids(broker)) == sorted([event["id"], second["id"]])
     # Swept once: the next pass within SWEEP_AFTER leaves it alone.
     assert outbox.sweep(db.pool()) == 0

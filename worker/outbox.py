@@ -26,7 +26,7 @@ def sweep(pool: ConnectionPool[Any], older_than: timedelta = events.SWEEP_AFTER)
             ids = events.due_for_sweep(conn, older_than)
         if not ids:
             break
-        sent = enqueue(ids)
+        sent = enqueue(ids, always_try=True)
         total += sent
         if sent < len(ids):  # the broker is down: their enqueued_at is stamped, try next pass
             log.warning("outbox_sweep_incomplete", due=len(ids), sent=sent)
