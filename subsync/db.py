@@ -25,9 +25,18 @@ _pool: ConnectionPool | None = None
 
 
 def open_pool(
-    url: str, *, max_size: int = 8, name: str = "subsync", timeout: float = CONNECT_TIMEOUT_S
+    url: str,
+    *,
+    max_size: int = 8,
+    name: str = "subsync",
+    timeout: float = CONNECT_TIMEOUT_S,
+    server_settings: dict[str, str] | None = None,
 ) -> ConnectionPool:
-    """Open (or return) this process's pool. Rows come back as dicts."""
+    """Open (or return) this process's pool. Rows come back as dicts.
+
+    `server_settings` are PostgreSQL settings for every connection of the
+    pool (libpq `options`), set once at connect instead of per transaction.
+    """
     global _pool  # noqa: PLW0603 - one pool per process, by design
     if _pool is not None and _pool.conninfo != url:
         close_pool()  # a different database (tests): never hand out the wrong one
@@ -39,7 +48,11 @@ def open_pool(
             name=name,
             timeout=timeout,
             open=False,
-            kwargs={"row_factory": dict_row, "connect_timeout": int(CONNECT_TIMEOUT_S)},
+            kwargs={
+                "row_factory": dict_row,
+                "connect_timeout": int(CONNECT_TIMEOUT_S),
+                **({"options": " ".join(f"-c {k}={v}" for k, v in server_settings.items())} if server_settings else {}),
+            },
             # A connection the server dropped (restart, pg_terminate_backend)
             # is replaced before use instead of failing one request.
             check=ConnectionPool.check_connection,

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 # Events not applied after this long are queued again by the outbox sweep.
@@ -148,24 +149,28 @@ def reopen(conn: psycopg.Connection[Any], event_ids: Sequence[str]) -> list[str]
 
 
 def claim(conn: psycopg.Connection[Any], event_id: str) -> bool:
-    """Mark the event `processing` and count the attempt, in its own short commit.
+    """Mark the event `processing` and count the attempt, in its own commit.
 
     Committed before applying so that an attempt killed -9 still shows in
     `attempts` and the row is visibly `processing` for on-call. The commit is
     asynchronous: losing this marker in a PostgreSQL crash costs nothing.
+    One round trip: both statements go as one simple query in autocommit,
+    which PostgreSQL runs as one transaction (so SET LOCAL holds for it); the
+    id is sent as a quoted literal because such a query takes no parameters.
     Returns False when there is nothing to do (already processed or ignored).
     """
-    with conn.transaction():
-        conn.execute("SET LOCAL synchronous_commit TO off")
-        row = conn.execute(
-            """
-            UPDATE stripe_events SET status = 'processing', attempts = attempts + 1
-             WHERE id = %s AND status IN ('received', 'processing', 'failed')
-            RETURNING 1
-            """,
-            (event_id,),
-        ).fetchone()
-    return row is not None
+    query = sql.SQL(
+        "SET LOCAL synchronous_commit TO off;"
+        " UPDATE stripe_events SET status = 'processing', attempts = attempts + 1"
+        " WHERE id = {} AND status IN ('received', 'processing', 'failed') RETURNING 1"
+    ).format(sql.Literal(event_id))
+    conn.autocommit = True
+    try:
+        cursor = conn.execute(query)
+        cursor.nextset()
+        return cursor.fetchone() is not None
+    finally:
+        conn.autocommit = False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -255,6 +255,29 @@ def apply_subscription_snapshot(
     )[0]
 
 
+def reprice_owed_amount(
+    conn: psycopg.Connection[Any],
+    subscription_id: str,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source: str,
+    source_id: str | None,
+) -> Applied:
+    """After an invoice changed: the owed amount of a suspended subscription is priced on it.
+
+    Only a suspended subscription's row depends on its invoices, so the others
+    are left alone (access moves with time in the scheduler's refresh, not
+    here). The caller holds the subscription's lock.
+    """
+    before = load_subscription(conn, subscription_id)
+    if before is None or before.access != Access.SUSPENDED:
+        return Applied(state=before, stale=False, changed=False, before=before)
+    after = recompute(before, now=now, grace=grace, unpaid_invoice=unpaid_invoice(conn, subscription_id))
+    changed = save_subscription(conn, before, after, source=source, source_id=source_id)
+    return Applied(state=after, stale=False, changed=changed, before=before)
+
+
 def recompute_subscription(
     conn: psycopg.Connection[Any],
     subscription_id: str,
@@ -286,7 +309,7 @@ def apply_invoice_snapshot(conn: psycopg.Connection[Any], snapshot: InvoiceSnaps
     conn.execute(
         f"INSERT INTO invoices ({cols}, updated_at) VALUES ({placeholders}, now()) "  # noqa: S608
         f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()",
-        asdict(after),
+        {column: getattr(after, column) for column in INVOICE_COLUMNS},
     )
     return True
 

@@ -23,10 +23,10 @@ from worker.handlers import context_for, handler_for
 
 log = logs.get_logger(__name__)
 
-# A handler waiting on a lock this long is stuck behind something else: fail
-# and let Dramatiq retry, rather than hold a worker thread.
-LOCK_TIMEOUT = "5s"
-STATEMENT_TIMEOUT = "30s"
+# Set on every connection of the worker's pool (subsync.db.open_pool): a
+# handler waiting on a lock this long is stuck behind something else; fail and
+# let Dramatiq retry, rather than hold a worker thread.
+SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
 
 
 def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta) -> str:
@@ -40,8 +40,6 @@ def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta) -
         event_type = "?"
         try:
             with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
                 stored = events.lock_for_apply(conn, event_id)
                 if stored is None or stored.status in ("processed", "ignored"):
                     return "skipped"

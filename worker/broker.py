@@ -22,6 +22,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from subsync import config, db, logs
+from worker import apply
 
 # A web request must not hang on a dead Redis: the event is already stored,
 # and the outbox sweep queues it later. redis-py's default retries for ~30 s.
@@ -44,7 +45,13 @@ class DatabasePool(Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         logs.configure(self.settings.log_format)
         threads = int(getattr(broker, "worker_threads", 8) or 8)
-        db.open_pool(self.settings.database_url, max_size=max(threads, 4) + 2, name="worker", timeout=30)
+        db.open_pool(
+            self.settings.database_url,
+            max_size=max(threads, 4) + 2,
+            name="worker",
+            timeout=30,
+            server_settings=apply.SERVER_SETTINGS,
+        )
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         db.close_pool()

@@ -60,7 +60,7 @@ def handle_invoice_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
     if snapshot.subscription_id:
         # The invoice may arrive after its subscription ended suspended: the
         # owed amount is priced on it.
-        store.recompute_subscription(
+        store.reprice_owed_amount(
             conn,
             snapshot.subscription_id,
             now=ctx.now,
