@@ -273,9 +273,7 @@ def reprice_owed_amount(
     before = load_subscription(conn, subscription_id)
     if before is None or before.access != Access.SUSPENDED:
         return Applied(state=before, stale=False, changed=False, before=before)
-    after = recompute(before, now=now, grace=grace, unpaid_invoice=unpaid_invoice(conn, subscription_id))
-    changed = save_subscription(conn, before, after, source=source, source_id=source_id)
-    return Applied(state=after, stale=False, changed=changed, before=before)
+    return _recompute_and_save(conn, before, now=now, grace=grace, source=source, source_id=source_id)
 
 
 def recompute_subscription(
@@ -292,7 +290,19 @@ def recompute_subscription(
     before = load_subscription(conn, subscription_id)
     if before is None:
         return Applied(state=None, stale=False, changed=False)
-    after = recompute(before, now=now, grace=grace, unpaid_invoice=unpaid_invoice(conn, subscription_id))
+    return _recompute_and_save(conn, before, now=now, grace=grace, source=source, source_id=source_id)
+
+
+def _recompute_and_save(
+    conn: psycopg.Connection[Any],
+    before: SubscriptionState,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source: str,
+    source_id: str | None,
+) -> Applied:
+    after = recompute(before, now=now, grace=grace, unpaid_invoice=unpaid_invoice(conn, before.id))
     changed = save_subscription(conn, before, after, source=source, source_id=source_id)
     return Applied(state=after, stale=False, changed=changed, before=before)
 
