@@ -106,7 +106,7 @@ class Evidence:
 
 @dataclass
 class Product:
-    """The web and worker process groups, replaced as faults kill them."""
+    """The Redis, web and worker process groups, replaced as faults kill them."""
 
     env: dict[str, str]
     web_port: int
@@ -277,7 +277,7 @@ def test_kill9_worker_and_web_restart_redis_and_cut_postgres_during_a_stream_los
         with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as check:
             drain(check, sim, timeout=120)
             stats = sim.delivery_stats()
-            print(f"faults: {evidence}; deliveries: {stats}")
+            print(f"faults: {evidence}; deliveries: {stats}; logs in {product.logs}")
             assert evidence.orphaned_by_worker_kill > 0
             assert evidence.refused_while_web_down > 0
             assert evidence.messages_lost_with_redis > 0
