@@ -60,7 +60,11 @@ FAULT_DAYS = (12, 33, 40, 46)  # simulated days; sign-ups take the first ten
 
 
 def story(sim: Any, subscriptions: list[str], faults_done: threading.Event) -> None:
-    """Sign-ups over ten days, then every day until now, paced while faults are to come."""
+    """Sign-ups over ten days, then every day until now, paced while faults are to come.
+
+    Besides Stripe's own events, a few subscriptions get a metadata update
+    every day, so that events flow on every day a fault may land.
+    """
     kinds: dict[str, int] = {}
     end = int(time.time()) - 60
     day = 0
@@ -80,6 +84,8 @@ def story(sim: Any, subscriptions: list[str], faults_done: threading.Event) -> N
                     sim.cancel_subscription(sub, at_period_end=True)
                 kinds[sub] = kind
                 subscriptions.append(sub)
+        for sub in subscriptions[day % 10 :: 10]:  # an app's own updates: events every day
+            sim.update_subscription_metadata(sub, {"last_seen_day": str(day)})
         for sub, kind in kinds.items():
             status = sim.get_subscription(sub)["status"]
             if kind == 4 and status == "past_due":
