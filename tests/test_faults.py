@@ -264,7 +264,9 @@ def test_kill9_worker_and_web_restart_redis_and_cut_postgres_during_a_stream_los
         stream = pool.submit(story, sim, subs, faults_done)
 
         def on_day(day: int) -> None:
-            wait_until(lambda: sim.now() >= sim_start + day * DAY, f"day {day} of the stream", timeout=60)
+            wait_until(lambda: stream.done() or sim.now() >= sim_start + day * DAY, f"day {day}", timeout=60)
+            if stream.done():
+                stream.result()  # the story's own error, if it failed
 
         try:
             on_day(FAULT_DAYS[0])  # sign-ups done
