@@ -1,31 +1,98 @@
-"""Start the product's real processes (as the Procfile does) for crash tests."""
+"""Start the product's real processes (as the Procfile does) for crash tests.
+
+Each runs in its own process group, so kill -9 reaches a master and all of
+its children at once, as when a container or a machine dies.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import redis
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def start_worker(processes: int = 1, threads: int = 2, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`dramatiq worker` in its own process group, so kill -9 reaches every process."""
-    return subprocess.Popen(
-        [str(BIN / "dramatiq"), "worker", "--processes", str(processes), "--threads", str(threads), "--skip-logging"],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(argv: list[str], env: dict[str, str] | None, log: Path | None) -> subprocess.Popen[bytes]:
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            argv, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True, stdout=out, stderr=out
+        )
+    finally:
+        if log is not None:
+            out.close()
+
+
+def start_worker(
+    processes: int = 1, threads: int = 2, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`dramatiq worker`, as the Procfile's `worker` line."""
+    argv = [str(BIN / "dramatiq"), "worker", "--processes", str(processes), "--threads", str(threads), "--skip-logging"]
+    return _spawn(argv, env, log)
+
+
+def start_web(port: int, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """gunicorn as the Procfile's `web` line, on `port`; returns once it answers /healthz."""
+    argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "webhooks:create_app()"]
+    proc = _spawn(argv, {**(env or {}), "PORT": str(port)}, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                return proc
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    kill9(proc)
+    msg = f"gunicorn did not answer on port {port} (exit code {proc.returncode})"
+    raise RuntimeError(msg)
+
+
+def start_redis(port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A private redis-server on `port`, without persistence: a restart loses everything in it."""
+    server = shutil.which("redis-server")
+    if server is None:
+        msg = "redis-server is not installed (make services installs it)"
+        raise RuntimeError(msg)
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = _spawn(argv, None, log)
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return proc
+        except redis.RedisError:
+            time.sleep(0.05)
+        finally:
+            client.close()
+    kill9(proc)
+    msg = f"redis-server did not answer on port {port}"
+    raise RuntimeError(msg)
 
 
 def kill9(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
 
 

@@ -49,6 +49,12 @@ class TcpProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def retarget(self, target_host: str, target_port: int) -> None:
+        """Forward to another server from now on (open connections are cut)."""
+        self.stop()
+        self.target = (target_host, target_port)
+        self.start()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
