@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS stripe_events (
     processed_at timestamptz,
     -- ours: data.object.id, so an engineer can list every event of one object.
     object_id    text,
-    -- ours: when the outbox sweep or a replay last queued the event.
+    -- ours: when the outbox sweep or a replay last queued the event, or a
+    -- failed one's retry was handed to the broker.
     enqueued_at  timestamptz,
     -- ours: how many times it was queued again by hand (CLI replay, or a
     -- resend from Stripe's dashboard of a failed event). Changes it then

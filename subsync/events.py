@@ -201,18 +201,36 @@ def finish(conn: psycopg.Connection[Any], event_id: str, status: str) -> None:
 
 
 def fail(conn: psycopg.Connection[Any], event_id: str, error: str) -> None:
-    """Record a failed attempt (after the applying transaction rolled back)."""
+    """Record a failed attempt (after the applying transaction rolled back).
+
+    `enqueued_at` is stamped: the broker holds the retry from now on, and the
+    outbox sweep steps in only if that retry never comes (`due_for_sweep`).
+    """
     with conn.transaction():
         conn.execute(
-            "UPDATE stripe_events SET status = 'failed', last_error = %s WHERE id = %s AND status <> 'processed'",
+            "UPDATE stripe_events SET status = 'failed', last_error = %s, enqueued_at = now()"
+            " WHERE id = %s AND status <> 'processed'",
             (error[:MAX_ERROR_CHARS], event_id),
         )
 
 
 def due_for_sweep(
-    conn: psycopg.Connection[Any], older_than: timedelta = SWEEP_AFTER, limit: int = SWEEP_BATCH
+    conn: psycopg.Connection[Any],
+    older_than: timedelta = SWEEP_AFTER,
+    limit: int = SWEEP_BATCH,
+    *,
+    retry_lost_after: timedelta | None = None,
+    max_attempts: int = 0,
 ) -> list[str]:
     """Claim the ids the outbox sweep must queue again, and stamp them.
+
+    Unfinished events (`received`, `processing`) are due `older_than` after
+    they were last queued. A `failed` event with attempts left waits for the
+    broker's delayed retry, which Redis may have lost (a restart without
+    persistence, or a send that failed while Redis was down): it is due only
+    when that retry is overdue, `retry_lost_after` after its failure, and
+    only while it has fewer than `max_attempts` attempts, so one that used
+    them up stays `failed` for on-call.
 
     SKIP LOCKED passes over rows a worker is applying right now (it holds the
     row lock) and lets several schedulers sweep at once without queuing the
@@ -223,14 +241,17 @@ def due_for_sweep(
         UPDATE stripe_events SET enqueued_at = now()
          WHERE id IN (
                SELECT id FROM stripe_events
-                WHERE status IN ('received', 'processing')
-                  AND coalesce(enqueued_at, received_at) < now() - %s
+                WHERE (status IN ('received', 'processing')
+                       AND coalesce(enqueued_at, received_at) < now() - %(older_than)s)
+                   OR (status = 'failed' AND %(retry_lost_after)s::interval IS NOT NULL
+                       AND attempts < %(max_attempts)s
+                       AND coalesce(enqueued_at, received_at) < now() - %(retry_lost_after)s::interval)
                 ORDER BY received_at
-                LIMIT %s
+                LIMIT %(limit)s
                   FOR UPDATE SKIP LOCKED)
         RETURNING id
         """,
-        (older_than, limit),
+        {"older_than": older_than, "limit": limit, "retry_lost_after": retry_lost_after, "max_attempts": max_attempts},
     ).fetchall()
     return [r["id"] for r in rows]
 

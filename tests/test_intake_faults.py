@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from conftest import make_event, post_event, queued_ids
+from conftest import NAMESPACE, make_event, post_event, queued_ids
 
-from subsync import config, db
+from subsync import config, db, events
 from webhooks import create_app
 from worker import outbox
 
@@ -60,3 +60,29 @@ def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(clie
     assert sorted(queued_ids(broker)) == sorted([event["id"], second["id"]])
     # Swept once: the next pass within SWEEP_AFTER leaves it alone.
     assert outbox.sweep(db.pool()) == 0
+
+
+def test_a_failed_event_whose_retry_redis_lost_is_queued_again_once_the_retry_is_overdue(client, conn, broker):
+    # A failed event's retry waits in Redis as a delayed message; a Redis
+    # restart without persistence loses it. The sweep steps in once that retry
+    # is overdue, and never for an event that used up its attempts.
+    lost, waiting, exhausted = make_event(), make_event(), make_event()
+    for event in (lost, waiting, exhausted):
+        assert post_event(client, event).status_code == 200
+    broker.client.delete(*broker.client.keys(f"{NAMESPACE}:*"))  # Redis restarted: it forgot everything
+
+    with db.pool().connection() as c:
+        for event in (lost, waiting, exhausted):
+            events.fail(c, event["id"], "RuntimeError: boom")
+    # Received long ago: a failure stamps the handover to the broker, so the
+    # fresh failure of `waiting` is left to its retry, however old the event.
+    conn.execute("UPDATE stripe_events SET received_at = now() - interval '2 hours', attempts = 2")
+    conn.execute(
+        "UPDATE stripe_events SET enqueued_at = now() - %s - interval '1 second' WHERE id = ANY(%s)",
+        (outbox.RETRY_LOST_AFTER, [lost["id"], exhausted["id"]]),
+    )
+    conn.execute("UPDATE stripe_events SET attempts = 11 WHERE id = %s", (exhausted["id"],))
+
+    assert outbox.sweep(db.pool()) == 1
+    assert queued_ids(broker) == [lost["id"]]
+    assert outbox.sweep(db.pool()) == 0  # stamped: not again until its retry is overdue once more

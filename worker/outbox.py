@@ -2,7 +2,8 @@
 
 Covers Redis down at intake, a process dying between commit and enqueue, a
 worker killed -9 mid-apply (Redis would hand its message back only after its
-heartbeat timeout and a random maintenance pass: minutes or hours).
+heartbeat timeout and a random maintenance pass: minutes or hours), and a
+failed event whose delayed retry Redis lost.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from subsync import events, logs
+from worker import actors
 from worker.queue import enqueue
 
 log = logs.get_logger(__name__)
+
+# A failed event's retry waits in Redis for at most the longest backoff; one
+# that has not come some minutes after that was lost with Redis's memory.
+RETRY_LOST_AFTER = timedelta(milliseconds=actors.MAX_BACKOFF_MS) + timedelta(minutes=5)
 
 
 def sweep(pool: ConnectionPool[Any], older_than: timedelta = events.SWEEP_AFTER) -> int:
@@ -23,7 +29,9 @@ def sweep(pool: ConnectionPool[Any], older_than: timedelta = events.SWEEP_AFTER)
     total = 0
     while True:
         with pool.connection() as conn:
-            ids = events.due_for_sweep(conn, older_than)
+            ids = events.due_for_sweep(
+                conn, older_than, retry_lost_after=RETRY_LOST_AFTER, max_attempts=actors.MAX_RETRIES + 1
+            )
         if not ids:
             break
         sent = enqueue(ids, always_try=True)
