@@ -33,6 +33,11 @@ logconfig_dict = {
 # /metrics must add up every worker process.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="subsync-prom-"))
 
+# gunicorn's control socket has one default path per user ($HOME/.gunicorn):
+# a second web process on the machine (scaling, tests, benchmarks) would take
+# it over. Nothing here uses gunicornc.
+control_socket_disable = True
+
 
 def on_starting(server):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
     """Refuse to start without a webhook secret, in one line, before forking."""
