@@ -127,11 +127,13 @@ def _reconcile_page(
     ids = [p.id for p, _ in parsed]
     with pool.connection() as conn:
         cols = ", ".join(("id", *COMPARED))
+        where, param, prepare = store.id_match("id", ids)
         ours = {
             r["id"]: r
             for r in conn.execute(
-                f"SELECT {cols} FROM subscriptions WHERE id = ANY(%s)",  # noqa: S608 - fixed names
-                (ids,),
+                f"SELECT {cols} FROM subscriptions WHERE {where}",  # noqa: S608 - fixed names
+                (param,),
+                prepare=prepare,
             )
         }
         to_apply: list[tuple[SubscriptionSnapshot, datetime]] = []
