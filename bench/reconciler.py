@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"\nSimulator (the test double, not the product): peak memory {sim_peak:.0f} MB holding {n:,}"
-        f" subscriptions, seeded in {seed_s:.1f} s."
+        f" subscriptions, seeded in {seed_s:.1f} s. Load average at the end {os.getloadavg()[0]:.1f}"
+        f" on {os.cpu_count()} CPUs: wall times grow with other load, CPU seconds much less."
     )
     slowest = max(r.wall_s for r in results)
     peak = max(r.peak_mb for r in results)
