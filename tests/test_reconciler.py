@@ -264,3 +264,32 @@ def test_memory_stays_flat_from_2000_to_20000_subscriptions(stripe_sim, conn):
     # each): anything kept per subscription (a snapshot, a parsed dict, a
     # row) is far more than that.
     assert large - small < 4_000_000, (small, large)
+
+
+def test_read_ahead_hands_over_errors_and_stops_with_its_consumer():
+    from reconciler.readahead import read_ahead
+
+    def failing():
+        yield 1
+        raise stripe.APIConnectionError("gone")
+
+    items = read_ahead(failing())
+    assert next(items) == 1
+    with pytest.raises(stripe.APIConnectionError):
+        next(items)  # raised where the next item would have come
+
+    produced, closed = [], threading.Event()
+
+    def endless():
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    pages = read_ahead(endless(), depth=1)
+    assert next(pages) == 0
+    pages.close()  # the consumer stops: the producer thread ends and closes its source
+    assert closed.is_set()
+    assert len(produced) <= 3  # one handed over, one queued, one waiting to be
