@@ -1,8 +1,8 @@
 """The full reconciliation: Stripe's subscriptions against ours, drift repaired.
 
 Streaming: subscriptions come a page (100) at a time and each page is
-compared and repaired before the next is fetched, so memory stays flat
-however many there are. The ids Stripe listed go to a temporary table on
+compared and repaired while the next one is fetched (reconciler/readahead.py,
+one page ahead), so memory stays flat however many there are. The ids Stripe listed go to a temporary table on
 the run's own connection, which is how rows we have and Stripe lacks are
 found at the end without holding every id in Python.
 
@@ -27,6 +27,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from reconciler.locks import exclusive
+from reconciler.readahead import read_ahead
 from reconciler.stripe_api import Snapshot, StripeApi
 from subsync import logs, store
 from subsync.stripe_objects import SubscriptionSnapshot, parse_subscription
@@ -127,11 +128,13 @@ def _reconcile_page(
     ids = [p.id for p, _ in parsed]
     with pool.connection() as conn:
         cols = ", ".join(("id", *COMPARED))
+        where, param, prepare = store.id_match("id", ids)
         ours = {
             r["id"]: r
             for r in conn.execute(
-                f"SELECT {cols} FROM subscriptions WHERE id = ANY(%s)",  # noqa: S608 - fixed names
-                (ids,),
+                f"SELECT {cols} FROM subscriptions WHERE {where}",  # noqa: S608 - fixed names
+                (param,),
+                prepare=prepare,
             )
         }
         to_apply: list[tuple[SubscriptionSnapshot, datetime]] = []
@@ -167,7 +170,6 @@ def run(
     *,
     grace: timedelta,
     dry_run: bool = False,
-    page_size: int = 100,
 ) -> Report:
     """One full reconciliation. Raises AlreadyRunning, or the Stripe/DB error that failed it."""
     report = Report(dry_run=dry_run)
@@ -182,14 +184,7 @@ def run(
             with pool.connection() as seen_conn:
                 seen_conn.execute("CREATE TEMP TABLE IF NOT EXISTS reconcile_seen (id text NOT NULL)")
                 seen_conn.execute("TRUNCATE reconcile_seen")
-                page: list[Snapshot] = []
-                for snapshot in api.list_subscriptions():
-                    page.append(snapshot)
-                    if len(page) >= page_size:
-                        _record_seen(seen_conn, page)
-                        _reconcile_page(pool, page, report, grace=grace, now=datetime.now(UTC))
-                        page = []
-                if page:
+                for page in read_ahead(api.subscription_pages(), name="reconcile-pages"):
                     _record_seen(seen_conn, page)
                     _reconcile_page(pool, page, report, grace=grace, now=datetime.now(UTC))
                 missing = seen_conn.execute(

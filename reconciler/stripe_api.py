@@ -96,17 +96,26 @@ class StripeApi:
     def retrieve_event(self, event_id: str) -> dict[str, Any]:
         return self.get(f"/v1/events/{event_id}")[0]
 
-    def list_all(self, path: str, **params: Any) -> Iterator[Snapshot]:
-        """Every object of a list endpoint, page by page (`starting_after`), streaming."""
+    def list_pages(self, path: str, **params: Any) -> Iterator[list[Snapshot]]:
+        """Every object of a list endpoint, a page at a time (`starting_after`), streaming."""
         params = {"limit": PAGE_SIZE, **params}
         while True:
             page, seen_at = self.get(path, **params)
             items = page.get("data") or []
-            for item in items:
-                yield Snapshot(item, seen_at)
+            if items:
+                yield [Snapshot(item, seen_at) for item in items]
             if not page.get("has_more") or not items:
                 return
             params["starting_after"] = items[-1]["id"]
+
+    def list_all(self, path: str, **params: Any) -> Iterator[Snapshot]:
+        """Every object of a list endpoint, one at a time, streaming."""
+        for page in self.list_pages(path, **params):
+            yield from page
+
+    def subscription_pages(self) -> Iterator[list[Snapshot]]:
+        """Every subscription Stripe has, canceled ones included (`status=all`), a page at a time."""
+        return self.list_pages("/v1/subscriptions", status="all")
 
     def list_subscriptions(self) -> Iterator[Snapshot]:
         """Every subscription Stripe has, canceled ones included (`status=all`)."""
