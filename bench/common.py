@@ -140,6 +140,21 @@ def service_pids() -> list[int]:
     return pids_named("postgres", "redis-server")
 
 
+def postgres_pids(database_url: str) -> list[int]:
+    """PostgreSQL's processes working for one database: its backends and the shared
+    auxiliary ones (WAL writer, checkpointer...), not other databases' backends.
+
+    The server is shared with other runs; service_pids() would count their load too.
+    """
+    db_name = database_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE (datname = %s OR datname IS NULL) AND pid <> pg_backend_pid()",
+            (db_name,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU of these processes (and their waited-for children), in seconds."""
     total = 0
