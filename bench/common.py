@@ -155,6 +155,18 @@ def postgres_pids(database_url: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+def redis_pids(redis_url: str) -> list[int]:
+    """The Redis server behind this URL (its own process_id), not every redis-server
+    on the machine; asked at each reading, so a restarted Redis is followed.
+    """
+    import redis
+
+    try:
+        return [int(redis.Redis.from_url(redis_url, socket_timeout=2).info("server")["process_id"])]
+    except (redis.RedisError, KeyError, ValueError):
+        return []
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU of these processes (and their waited-for children), in seconds."""
     total = 0

@@ -13,7 +13,10 @@ socket, so the driver's own work during a phase is a send and a read.
 Phases alternate between the servers (and the order flips each round) and
 the table shows the median of the rounds: the machine is shared and noisy.
 CPU per ack is the server's process tree plus PostgreSQL (this database's
-backends and its shared auxiliary processes) plus Redis, read from /proc.
+backends and its shared auxiliary processes) plus the Redis server, read
+from /proc. Other runs on the same PostgreSQL and Redis add to the last two
+(Redis has no per-namespace CPU): the baseline's Redis column, which should
+be 0, shows how much.
 Afterwards every acked event id is looked up in each server's database.
 """
 
@@ -270,11 +273,10 @@ def serve(name: str, app_spec: str, workdir: Path) -> Iterator[Server]:
         log = workdir / f"{name}.log"
         proc = common.start(argv, env, log=log)
         server = Server(name, url, env, port, proc, log)
-        redis_pids = common.pids_named("redis-server")
         server.meters = {
             "server": common.CpuMeter(server.pids),
             "postgres": common.CpuMeter(lambda: common.postgres_pids(url)),
-            "redis": common.CpuMeter(lambda: redis_pids),
+            "redis": common.CpuMeter(lambda: common.redis_pids(env["REDIS_URL"])),
         }
         try:
             if not common.wait_until(lambda: accepting(port) or proc.poll() is not None, timeout=30):
