@@ -7,7 +7,7 @@ bursts a request waits for its commit (the WAL flush) and for Redis, and
 PostgreSQL concurrent commits to flush together. More threads only add GIL
 hand-offs, latency and pooled connections (one per busy thread); with 2 the
 core idles during commits (bench/receiver.py: 2 threads acked less at
-concurrency 32, 8 no more than 4). Keep-alive: Stripe reuses connections.
+concurrency 32, 8 no more than 4).
 """
 
 import multiprocessing
