@@ -5,9 +5,10 @@ so a process uses one core at most. gthread with 4 threads: between its CPU
 bursts a request waits for its commit (the WAL flush) and for Redis, and
 4 requests in flight keep the core busy across those waits and hand
 PostgreSQL concurrent commits to flush together. More threads only add GIL
-hand-offs, latency and pooled connections (one per busy thread); with 2 the
-core idles during commits (bench/receiver.py: 2 threads acked less at
-concurrency 32, 8 no more than 4).
+hand-offs, latency and pooled connections (one per busy thread); fewer let
+the core idle during commits. On the shared 2-core machine 2, 4 and 8 threads
+did not differ beyond the noise; `WEB_THREADS=8 make bench-receiver` compares
+them (both servers take it).
 """
 
 import multiprocessing
