@@ -1,13 +1,22 @@
 """gunicorn settings for the web process (read from the working directory).
 
-gthread workers: the receiver is short and CPU-bound, a few threads per
-process cover the PostgreSQL round trip. One process per core.
+One process per core: an ack is about a millisecond of Python under the GIL,
+so a process uses one core at most. gthread with 4 threads: between its CPU
+bursts a request waits for its commit (the WAL flush) and for Redis, and
+4 requests in flight keep the core busy across those waits and hand
+PostgreSQL concurrent commits to flush together. More threads only add GIL
+hand-offs, latency and pooled connections (one per busy thread); fewer let
+the core idle during commits. On the shared 2-core machine 2, 4 and 8 threads
+did not differ beyond the noise; `WEB_THREADS=8 make bench-receiver` compares
+them (both servers take it).
 """
 
 import multiprocessing
 import os
 import sys
 import tempfile
+
+from gunicorn.glogging import Logger
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
@@ -17,6 +26,20 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 accesslog = None  # the app logs one line per delivery
+
+
+class AccessLogOnlyIfAsked(Logger):
+    """gunicorn writes an access line per request whenever logconfig_dict is set,
+    accesslog or not: a second line per delivery, and about a tenth of an
+    ack's CPU. Only an explicit --access-logfile turns it on here.
+    """
+
+    def access(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201 - gunicorn's signature
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = AccessLogOnlyIfAsked
 # gunicorn's own lines in the same structured format as the app's.
 logconfig_dict = {
     "version": 1,

@@ -140,6 +140,33 @@ def service_pids() -> list[int]:
     return pids_named("postgres", "redis-server")
 
 
+def postgres_pids(database_url: str) -> list[int]:
+    """PostgreSQL's processes working for one database: its backends and the shared
+    auxiliary ones (WAL writer, checkpointer...), not other databases' backends.
+
+    The server is shared with other runs; service_pids() would count their load too.
+    """
+    db_name = database_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE (datname = %s OR datname IS NULL) AND pid <> pg_backend_pid()",
+            (db_name,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def redis_pids(redis_url: str) -> list[int]:
+    """The Redis server behind this URL (its own process_id), not every redis-server
+    on the machine; asked at each reading, so a restarted Redis is followed.
+    """
+    import redis
+
+    try:
+        return [int(redis.Redis.from_url(redis_url, socket_timeout=2).info("server")["process_id"])]
+    except (redis.RedisError, KeyError, ValueError):
+        return []
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU of these processes (and their waited-for children), in seconds."""
     total = 0

@@ -8,7 +8,9 @@ main. Everything else asks `pool()` for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -21,6 +23,7 @@ SCHEMA_LOCK_KEY = 0x5B5C_0001
 # because Stripe's own timeout is short and it retries anyway.
 CONNECT_TIMEOUT_S = 3.0
 
+T = TypeVar("T")
 _pool: ConnectionPool | None = None
 
 
@@ -31,11 +34,16 @@ def open_pool(
     name: str = "subsync",
     timeout: float = CONNECT_TIMEOUT_S,
     server_settings: dict[str, str] | None = None,
+    check: bool = True,
 ) -> ConnectionPool:
     """Open (or return) this process's pool. Rows come back as dicts.
 
     `server_settings` are PostgreSQL settings for every connection of the
     pool (libpq `options`), set once at connect instead of per transaction.
+    `check` tests each connection before lending it, so that one the server
+    dropped (restart, pg_terminate_backend) is replaced instead of failing its
+    next user; it costs a round trip per checkout. A pool without it runs
+    its work through `run()`, which finds a dropped connection at first use.
     """
     global _pool  # noqa: PLW0603 - one pool per process, by design
     if _pool is not None and _pool.conninfo != url:
@@ -53,9 +61,7 @@ def open_pool(
                 "connect_timeout": int(CONNECT_TIMEOUT_S),
                 **({"options": " ".join(f"-c {k}={v}" for k, v in server_settings.items())} if server_settings else {}),
             },
-            # A connection the server dropped (restart, pg_terminate_backend)
-            # is replaced before use instead of failing one request.
-            check=ConnectionPool.check_connection,
+            check=ConnectionPool.check_connection if check else None,
         )
         # Do not wait for the first connection: a web process must start (and
         # answer 503) while PostgreSQL is down.
@@ -68,6 +74,28 @@ def pool() -> ConnectionPool:
         msg = "the database pool is not open in this process (call subsync.db.open_pool first)"
         raise RuntimeError(msg)
     return _pool
+
+
+def run(the_pool: ConnectionPool, work: Callable[[psycopg.Connection[Any]], T], *, timeout: float | None = None) -> T:
+    """`work(conn)` on a pooled connection; once more on another if that one was dropped.
+
+    For a pool opened with check=False: a connection the server dropped while
+    it sat in the pool (restart, pg_terminate_backend, failover) fails at its
+    first use. Then every idle connection is tested (the others are likely
+    dropped too) and `work` runs once more. `work` must be safe to run twice:
+    the first run may have committed just before the connection broke.
+    """
+    used: psycopg.Connection[Any] | None = None
+    try:
+        with the_pool.connection(timeout=timeout) as conn:
+            used = conn
+            return work(conn)
+    except psycopg.OperationalError:
+        if used is None or not used.broken:
+            raise  # no connection to be had (PoolTimeout), or the statement failed: not a dropped connection
+    the_pool.check()
+    with the_pool.connection(timeout=timeout) as conn:
+        return work(conn)
 
 
 def close_pool() -> None:

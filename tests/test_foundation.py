@@ -102,3 +102,21 @@ def test_log_lines_carry_the_event_and_never_a_secret_or_the_payload(client, con
     everything = " ".join(str(r.msg) for r in caplog.records)
     assert "PAYLOAD-CANARY-4242" not in everything
     assert "whsec_" not in everything
+
+
+def test_gunicorn_writes_no_access_line_unless_asked(monkeypatch, tmp_path):
+    # The app logs one line per delivery; gunicorn would add its own for every
+    # request because logconfig_dict is set.
+    import runpy
+
+    from gunicorn.glogging import Logger
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # reading the config sets it otherwise
+    logger_class = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["logger_class"]
+    written = []
+    monkeypatch.setattr(Logger, "access", lambda self, *args: written.append(args))  # the line gunicorn writes
+    for accesslog in (None, "-"):
+        logger = logger_class.__new__(logger_class)
+        logger.cfg = type("Cfg", (), {"accesslog": accesslog})()
+        logger.access(None, None, {}, 0)
+    assert len(written) == 1  # only with --access-logfile

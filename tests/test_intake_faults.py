@@ -86,3 +86,36 @@ def test_a_failed_event_whose_retry_redis_lost_is_queued_again_once_the_retry_is
     assert outbox.sweep(db.pool()) == 1
     assert queued_ids(broker) == [lost["id"]]
     assert outbox.sweep(db.pool()) == 0  # stamped: not again until its retry is overdue once more
+
+
+def test_connections_postgres_terminated_are_replaced_without_failing_a_delivery(database_url, conn, broker):
+    # The web pool does not test a connection before lending it: a dropped one
+    # must be found at first use and the delivery stored on a fresh one.
+    url = f"{database_url}?application_name=subsync-web-terminated"
+    app = create_app(dataclasses.replace(config.load(), database_url=url))
+    client = app.test_client()
+    try:
+        pool = db.pool()
+        pool.wait()
+        held = [pool.getconn() for _ in range(3)]  # several idle connections, all about to be dropped
+        for c in held:
+            pool.putconn(c)
+        assert post_event(client, make_event()).status_code == 200
+
+        terminated = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = %s",
+            ("subsync-web-terminated",),
+        ).fetchone()["n"]
+        assert terminated >= 3
+
+        event = make_event()
+        response = post_event(client, event)
+        assert response.status_code == 200
+        assert response.get_json() == {"received": True, "duplicate": False}
+        assert (
+            conn.execute("SELECT count(*) AS n FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()["n"] == 1
+        )
+        assert event["id"] in queued_ids(broker)
+        assert client.get("/readyz").get_json()["components"]["postgresql"] == "ok"
+    finally:
+        db.close_pool()

@@ -7,6 +7,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
@@ -26,8 +27,7 @@ def healthz() -> Any:
 
 def _postgres_state() -> str:
     try:
-        with db.pool().connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
+        db.run(db.pool(), lambda conn: conn.execute("SELECT 1"), timeout=2)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return f"down: {type(exc).__name__}"
     return "ok"
@@ -65,10 +65,11 @@ def read_queue() -> QueueState:
 
 
 def read_database() -> tuple[EventState, dict[str, Any] | None]:
-    with db.pool().connection(timeout=SCRAPE_DB_TIMEOUT_S) as conn:
+    def read(conn: psycopg.Connection[Any]) -> tuple[events.Backlog, dict[str, Any] | None]:
         conn.execute(f"SET LOCAL statement_timeout = '{int(SCRAPE_DB_TIMEOUT_S * 1000)}ms'")
-        backlog = events.backlog(conn)
-        run = store.latest_reconciliation(conn)
+        return events.backlog(conn), store.latest_reconciliation(conn)
+
+    backlog, run = db.run(db.pool(), read, timeout=SCRAPE_DB_TIMEOUT_S)
     oldest = backlog.oldest_unfinished_at
     age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
     state = EventState(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
-from subsync import events
+from subsync import db, events
 from worker.queue import enqueue
 
 
@@ -24,11 +25,24 @@ def store_and_queue(pool: ConnectionPool[Any], header: events.EventHeader, paylo
     Stripe's dashboard acts as a replay). Queuing happens after the commit so
     a worker never looks for a row it cannot see; if Redis is down the row
     waits for the outbox sweep.
+
+    Each statement commits on its own (autocommit): one round trip, and the
+    row is durable when `insert` returns. A connection found dropped is
+    replaced and the statements run again (`db.run`); if the first insert had
+    committed, the second sees a duplicate and queues nothing, and the outbox
+    sweep queues the event.
     """
-    with pool.connection() as conn:
-        if events.insert(conn, header, payload_json):
-            to_queue, new = [header.id], True
-        else:
-            to_queue, new = events.reopen_failed(conn, [header.id]), False
+
+    def store(conn: psycopg.Connection[Any]) -> tuple[list[str], bool]:
+        conn.autocommit = True
+        try:
+            if events.insert(conn, header, payload_json):
+                return [header.id], True
+            return events.reopen_failed(conn, [header.id]), False
+        finally:
+            if not conn.broken:
+                conn.autocommit = False
+
+    to_queue, new = db.run(pool, store)
     sent = enqueue(to_queue) if to_queue else 0
     return Ingested(new=new, queued=sent > 0)

@@ -1,0 +1,200 @@
+"""Signed Stripe webhook deliveries and a keep-alive HTTP load driver, for the benches.
+
+Requests are built and signed before a phase starts (real Stripe events from
+/work/shared/stripe-fixtures, 2 to 6 KB, unique ids) and sent over raw
+keep-alive sockets, one per thread, so that during a phase the driver's own
+work is a send and a read and it takes little CPU from the server it measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import common
+
+FIXTURES = common.ROOT.parent / "shared" / "stripe-fixtures"
+# Stripe's event bodies are indented JSON of this size for the subscription and invoice events.
+MIN_BODY, MAX_BODY = 2048, 6144
+ID_PLACEHOLDER = "evt_" + "X" * 24
+STRIPE_HEADERS = (
+    "Content-Type: application/json; charset=utf-8\r\n"
+    "User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)\r\n"
+    "Accept: */*; q=0.5, application/xml\r\n"
+    "Cache-Control: no-cache\r\n"
+)
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def event_templates(fixtures: Path = FIXTURES) -> list[str]:
+    """Real Stripe events within the size range, re-indented as Stripe sends them, id left to fill."""
+    templates = []
+    for path in sorted(fixtures.glob("*/*.json")):
+        try:
+            event = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if not (isinstance(event, dict) and event.get("object") == "event" and isinstance(event.get("data"), dict)):
+            continue
+        event["id"] = ID_PLACEHOLDER
+        event["created"] = int(time.time())
+        body = json.dumps(event, indent=2)
+        if MIN_BODY <= len(body.encode()) <= MAX_BODY:
+            templates.append(body)
+    if not templates:
+        msg = f"no Stripe events of {MIN_BODY}-{MAX_BODY} bytes under {fixtures}"
+        raise SystemExit(msg)
+    return templates
+
+
+@dataclass
+class Batch:
+    """Signed requests for one phase: thread i sends requests[i]."""
+
+    requests: list[list[bytes]]
+    ids: list[list[str]]
+
+
+def build_batch(templates: Sequence[str], prefix: str, count: int, concurrency: int, port: int) -> Batch:
+    stamp = str(int(time.time()))
+    key = common.SECRET.encode()
+    requests: list[list[bytes]] = [[] for _ in range(concurrency)]
+    ids: list[list[str]] = [[] for _ in range(concurrency)]
+    for n in range(count):
+        event_id = f"evt_{prefix}{n:0{24 - len(prefix)}d}"
+        body = templates[n % len(templates)].replace(ID_PLACEHOLDER, event_id).encode()
+        signature = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        head = (
+            f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{STRIPE_HEADERS}"
+            f"Stripe-Signature: t={stamp},v1={signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        requests[n % concurrency].append(head.encode() + body)
+        ids[n % concurrency].append(event_id)
+    return Batch(requests, ids)
+
+
+# --- the load driver ------------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: send a prepared request, read the status and body."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        return sock
+
+    def request(self, raw: bytes) -> int:
+        """The status code, or 0 if the connection failed (it is reopened for the next request)."""
+        try:
+            if self.sock is None:
+                self.sock = self._connect()
+            self.sock.sendall(raw)
+            return self._read()
+        except OSError:
+            self.close()
+            return 0
+
+    def _read(self) -> int:
+        assert self.sock is not None
+        while b"\r\n\r\n" not in self.buffer:
+            self._recv()
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length, closing = 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                closing = True
+        while len(rest) < length:
+            rest += self._recv_more()
+        self.buffer = rest[length:]
+        if closing:
+            self.close()
+        return status
+
+    def _recv(self) -> None:
+        self.buffer += self._recv_more()
+
+    def _recv_more(self) -> bytes:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("closed by the server")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+@dataclass
+class Phase:
+    acks: int = 0
+    errors: int = 0
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    acked_ids: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds: server, postgres, redis
+
+
+def drive(port: int, batch: Batch, seconds: float) -> Phase:
+    """Send the batch with one thread and one connection per slice until `seconds` pass."""
+    concurrency = len(batch.requests)
+    connections = [Connection(port) for _ in range(concurrency)]
+    for conn in connections:  # connect before the clock starts, as Stripe's senders stay connected
+        conn.sock = conn._connect()
+    results = [Phase() for _ in range(concurrency)]
+    start_line = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
+
+    def run(i: int) -> None:
+        conn, out, ids = connections[i], results[i], batch.ids[i]
+        clock = time.perf_counter
+        start_line.wait()
+        for n, raw in enumerate(batch.requests[i]):
+            began = clock()
+            if began >= deadline[0]:
+                break
+            status = conn.request(raw)
+            out.latencies.append(clock() - began)
+            if status == 200:
+                out.acked_ids.append(ids[n])
+            else:
+                out.errors += 1
+        conn.close()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    start_line.wait()
+    for t in threads:
+        t.join()
+    total = Phase(elapsed=time.perf_counter() - began)
+    for r in results:
+        total.errors += r.errors
+        total.latencies.extend(r.latencies)
+        total.acked_ids.extend(r.acked_ids)
+    total.acks = len(total.acked_ids)
+    return total
