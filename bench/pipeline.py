@@ -90,11 +90,13 @@ def queue(ids: Sequence[str]) -> int:
     return sent
 
 
-def postgres_pids(admin: psycopg.Connection[Any], db_name: str) -> list[int]:
-    """Backends of this database, and PostgreSQL's shared ones (postmaster, WAL writer, checkpointer...)."""
-    rows = admin.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s OR backend_type <> 'client backend'", (db_name,)
-    ).fetchall()
+def postgres_pids(admin: psycopg.Connection[Any], db_name: str, *, shared: bool) -> list[int]:
+    """The backends of this database; or (`shared`) PostgreSQL's own processes (postmaster, WAL
+    writer, checkpointer...), which also work for the other databases of the server."""
+    if not shared:
+        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (db_name,)).fetchall()
+        return [r[0] for r in rows]
+    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname IS NULL").fetchall()
     postmaster = [pid for pid in pids_named("postgres") if _ppid(pid) == 1]
     return [r[0] for r in rows] + postmaster
 
@@ -157,7 +159,8 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
             workers = lambda: process_tree(proc.pid)  # noqa: E731
             meters = {
                 "worker": CpuMeter(workers),
-                "postgres": CpuMeter(lambda: postgres_pids(admin, db_name)),
+                "postgres": CpuMeter(lambda: postgres_pids(admin, db_name, shared=False)),
+                "postgres_shared": CpuMeter(lambda: postgres_pids(admin, db_name, shared=True)),
                 "redis": CpuMeter(lambda: pids_named("redis-server")),
             }
             for meter in meters.values():
@@ -214,7 +217,8 @@ def report(result: dict[str, Any]) -> bool:
             ["events applied/s (first to last applied)", result["events_per_s"]],
             ["events applied/s (from worker start)", result["events_per_s_from_start"]],
             ["CPU ms/event, worker processes", cpu["worker"]],
-            ["CPU ms/event, PostgreSQL", cpu["postgres"]],
+            ["CPU ms/event, PostgreSQL (the bench database's backends)", cpu["postgres"]],
+            ["CPU ms/event, PostgreSQL (shared: WAL writer, checkpointer...)", cpu["postgres_shared"]],
             ["CPU ms/event, Redis", cpu["redis"]],
             ["CPU ms/event, all", result["cpu_ms_per_event_total"]],
             ["worker peak RSS (MB, largest process)", result["peak_rss_mb"]],

@@ -192,6 +192,53 @@ def lock_for_apply(conn: psycopg.Connection[Any], event_id: str) -> StoredEvent 
     return None if row is None else StoredEvent(**row)
 
 
+def lock_batch(
+    conn: psycopg.Connection[Any], event_id: str, others: int, excluded: Sequence[str] = ()
+) -> list[StoredEvent]:
+    """Lock `event_id` (waiting for it) and up to `others` more events still `received`.
+
+    The others are the oldest received rows nobody holds (SKIP LOCKED): two
+    workers never pick the same one, and a row a worker is applying is passed
+    over. Their own messages, when they come, find them applied and skip.
+    Oldest received first; `event_id`'s row is among them unless it is gone.
+    """
+    rows = conn.execute(
+        """
+        WITH own AS (
+            SELECT id, type, status, payload, replays, attempts, received_at FROM stripe_events
+             WHERE id = %(id)s FOR UPDATE
+        ), others AS (
+            SELECT id, type, status, payload, replays, attempts, received_at FROM stripe_events
+             WHERE status = 'received' AND id <> %(id)s AND id <> ALL(%(excluded)s)
+             ORDER BY received_at LIMIT %(others)s FOR UPDATE SKIP LOCKED
+        )
+        SELECT id, type, status, payload, replays, attempts FROM (
+            SELECT * FROM own UNION ALL SELECT * FROM others
+        ) AS batch ORDER BY received_at
+        """,
+        {"id": event_id, "others": others, "excluded": list(excluded)},
+    ).fetchall()
+    return [StoredEvent(**row) for row in rows]
+
+
+def finish_batch(conn: psycopg.Connection[Any], outcomes: Sequence[tuple[str, str]], claimed: str) -> None:
+    """Record each (event id, outcome) inside the applying transaction.
+
+    Every event but `claimed` (whose attempt its claim counted) counts its
+    attempt here: it was applied alongside, in this one attempt.
+    """
+    conn.execute(
+        """
+        UPDATE stripe_events AS e
+           SET status = o.status, processed_at = now(), last_error = NULL,
+               attempts = e.attempts + (e.id <> %s)::int
+          FROM unnest(%s::text[], %s::text[]) AS o(id, status)
+         WHERE e.id = o.id
+        """,
+        (claimed, [event_id for event_id, _ in outcomes], [status for _, status in outcomes]),
+    )
+
+
 def finish(conn: psycopg.Connection[Any], event_id: str, status: str) -> None:
     """Record the outcome (`processed` or `ignored`) inside the applying transaction."""
     conn.execute(

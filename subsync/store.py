@@ -59,10 +59,20 @@ def lock_subscriptions(conn: psycopg.Connection[Any], subscription_ids: Sequence
     first events of a new subscription must not both insert it. Several are
     taken in id order, so two batches can never deadlock each other.
     """
+    lock_objects(conn, [f"subscription:{sid}" for sid in subscription_ids])
+
+
+def lock_objects(conn: psycopg.Connection[Any], keys: Sequence[str]) -> None:
+    """Advisory locks on `kind:id` keys, in key order: one order for every taker, so no deadlock.
+
+    `subscription:<id>` is the subscription's lock above; a worker applying
+    several events at once also takes its customers', invoices' and checkout
+    sessions' up front, so that it never waits for one while holding another.
+    """
     conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('subscription:' || id, 0))"
-        " FROM (SELECT DISTINCT id FROM unnest(%s::text[]) AS id ORDER BY id) AS ordered",
-        (list(subscription_ids),),
+        "SELECT pg_advisory_xact_lock(hashtextextended(key, 0))"
+        " FROM (SELECT DISTINCT key FROM unnest(%s::text[]) AS key ORDER BY key) AS ordered",
+        (list(keys),),
     )
 
 

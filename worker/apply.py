@@ -1,16 +1,30 @@
-"""Apply one stored event exactly once.
+"""Apply one stored event exactly once, and with it a few others still waiting.
 
-1. claim: mark it `processing`, count the attempt (own short commit);
-2. one transaction: lock the event row, skip it if already done, run its
-   handler, mark it `processed`/`ignored`. A crash anywhere in it rolls back
-   everything, and the row stays `processing` for the outbox sweep;
-3. on an exception: roll back, record `failed` with the error, re-raise so
-   Dramatiq retries with backoff.
+1. claim: mark the message's event `processing`, count the attempt (own
+   short commit);
+2. one transaction: lock the event row, skip it if already done; lock up to
+   BATCH_OTHERS more events still `received` that no one else holds; take
+   every advisory lock their handlers need, in one order; run each handler,
+   in the order received; mark them all `processed`/`ignored`. A crash
+   anywhere in it rolls back everything: the claimed row stays `processing`
+   for the outbox sweep, the others stay `received` for their own messages;
+3. on an exception in the message's own event: roll back, record `failed`
+   with the error, re-raise so Dramatiq retries with backoff;
+4. on an exception in another event: roll back, leave that one to its own
+   message (where it fails, is recorded and retried like any other), and
+   apply the message's event again on its own.
+
+Why several at once: one commit (a WAL flush), one round of locks and one
+status update for many events is most of what a burst costs. The messages of
+the others still arrive; their claim waits while the batch holds the rows,
+then finds them done and skips.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -18,8 +32,8 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
-from subsync import events, logs, metrics
-from worker.handlers import context_for, handler_for
+from subsync import events, logs, metrics, store
+from worker.handlers import context_for, handler_for, lock_keys
 
 log = logs.get_logger(__name__)
 
@@ -27,41 +41,119 @@ log = logs.get_logger(__name__)
 # handler waiting on a lock this long is stuck behind something else; fail and
 # let Dramatiq retry, rather than hold a worker thread.
 SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
+# Events applied alongside the message's own, at most. Enough that the commit
+# and the bookkeeping are shared; few enough that a transaction stays short
+# (others wait on its locks) and a failure costs little to redo.
+BATCH_OTHERS = 15
+# Events that made a batch fail are left to their own messages; this process
+# does not pick them again. Bounded: forgetting one only costs another retry.
+MAX_EXCLUDED = 1000
+
+
+class _OtherFailed(Exception):
+    """An event applied alongside failed: the batch was rolled back."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
+class _Excluded:
+    """The ids this process keeps out of its batches (thread-safe, bounded)."""
+
+    def __init__(self, limit: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def add(self, event_id: str) -> None:
+        with self._lock:
+            self._ids[event_id] = None
+            while len(self._ids) > self._limit:
+                self._ids.popitem(last=False)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._ids)
+
+
+_excluded = _Excluded(MAX_EXCLUDED)
 
 
 def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta) -> str:
-    """Apply the stored event `event_id`; returns its outcome."""
+    """Apply the stored event `event_id` (and up to BATCH_OTHERS waiting ones); returns its outcome."""
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(event_id=event_id)
     with pool.connection() as conn:
         if not events.claim(conn, event_id):
             log.debug("event_skipped", reason="already applied or unknown")
             return "skipped"
-        event_type = "?"
         try:
-            with conn.transaction():
-                stored = events.lock_for_apply(conn, event_id)
-                if stored is None or stored.status in ("processed", "ignored"):
-                    return "skipped"
-                event_type = stored.type
-                structlog.contextvars.bind_contextvars(event_type=event_type)
-                handler = handler_for(stored.type)
-                if handler is None:
-                    outcome = "ignored"
-                else:
-                    ctx = context_for(event_id, stored.payload, replayed=stored.replays > 0, grace=grace)
-                    outcome = handler(conn, ctx)
-                events.finish(conn, event_id, outcome)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            metrics.EVENTS_FAILED.labels(type=event_type).inc()
-            log.warning("event_failed", error=error)
-            if not conn.closed:
-                try:
-                    events.fail(conn, event_id, error)
-                except psycopg.Error as record_exc:
-                    log.warning("event_failure_not_recorded", error=str(record_exc))
-            raise
-    metrics.EVENTS_APPLIED.labels(type=event_type, outcome=outcome).inc()
-    log.info("event_applied", outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 2))
-    return outcome
+            outcomes = _apply(conn, event_id, grace, BATCH_OTHERS)
+        except _OtherFailed as exc:
+            _excluded.add(exc.event_id)
+            outcomes = _apply(conn, event_id, grace, 0)
+    if outcomes is None:
+        return "skipped"
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    own = "skipped"
+    for stored, outcome in outcomes:
+        metrics.EVENTS_APPLIED.labels(type=stored.type, outcome=outcome).inc()
+        structlog.contextvars.bind_contextvars(event_id=stored.id, event_type=stored.type)
+        log.info("event_applied", outcome=outcome, duration_ms=duration_ms, batch=len(outcomes))
+        if stored.id == event_id:
+            own = outcome
+    structlog.contextvars.bind_contextvars(event_id=event_id)
+    return own
+
+
+def _apply(
+    conn: psycopg.Connection[Any], event_id: str, grace: timedelta, others: int
+) -> list[tuple[events.StoredEvent, str]] | None:
+    """One applying transaction; None if the event is done already (or gone)."""
+    event_type = "?"
+    current = event_id  # whose code is running: a failure is charged to it
+    try:
+        with conn.transaction():
+            batch = events.lock_batch(conn, event_id, others, _excluded.ids() if others else ())
+            own = next((stored for stored in batch if stored.id == event_id), None)
+            if own is None or own.status in ("processed", "ignored"):
+                return None
+            event_type = own.type
+            keys = []
+            for stored in batch:
+                current = stored.id
+                keys += lock_keys(stored.type, stored.payload["data"]["object"])
+            current = event_id
+            store.lock_objects(conn, keys)
+            outcomes = []
+            for stored in batch:
+                current = stored.id
+                structlog.contextvars.bind_contextvars(event_id=stored.id, event_type=stored.type)
+                outcomes.append((stored, _run(conn, stored, grace)))
+            current = event_id
+            structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
+            events.finish_batch(conn, [(stored.id, outcome) for stored, outcome in outcomes], event_id)
+    except Exception as exc:
+        structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
+        if current != event_id:
+            log.info("batch_member_failed", member_id=current, error=f"{type(exc).__name__}: {exc}")
+            raise _OtherFailed(current) from exc
+        error = f"{type(exc).__name__}: {exc}"
+        metrics.EVENTS_FAILED.labels(type=event_type).inc()
+        log.warning("event_failed", error=error)
+        if not conn.closed:
+            try:
+                events.fail(conn, event_id, error)
+            except psycopg.Error as record_exc:
+                log.warning("event_failure_not_recorded", error=str(record_exc))
+        raise
+    return outcomes
+
+
+def _run(conn: psycopg.Connection[Any], stored: events.StoredEvent, grace: timedelta) -> str:
+    handler = handler_for(stored.type)
+    if handler is None:
+        return "ignored"
+    ctx = context_for(stored.id, stored.payload, replayed=stored.replays > 0, grace=grace)
+    return handler(conn, ctx)

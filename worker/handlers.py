@@ -93,6 +93,23 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def lock_keys(event_type: str, obj: dict[str, Any]) -> list[str]:
+    """The advisory locks (store.lock_objects) that applying this event needs.
+
+    A worker applying several events in one transaction takes them all first,
+    in one order, rather than one by one as each handler does on its own.
+    """
+    kind = event_types.kind_of(event_type)
+    obj_id = obj.get("id")
+    if kind is None or not isinstance(obj_id, str) or event_types.is_preview(event_type):
+        return []
+    if kind == "invoice":
+        # Its subscription's lock covers the invoice row and the subscription row.
+        sub_id = parse_invoice(obj).subscription_id
+        return [f"subscription:{sub_id}"] if sub_id else [f"invoice:{obj_id}"]
+    return [f"{kind}:{obj_id}"]
+
+
 def handler_for(event_type: str) -> Handler | None:
     kind = event_types.kind_of(event_type)
     return None if kind is None else HANDLERS[kind]
