@@ -35,6 +35,7 @@ def open_pool(
     timeout: float = CONNECT_TIMEOUT_S,
     server_settings: dict[str, str] | None = None,
     check: bool = True,
+    autocommit: bool = False,
 ) -> ConnectionPool:
     """Open (or return) this process's pool. Rows come back as dicts.
 
@@ -44,6 +45,9 @@ def open_pool(
     dropped (restart, pg_terminate_backend) is replaced instead of failing its
     next user; it costs a round trip per checkout. A pool without it runs
     its work through `run()`, which finds a dropped connection at first use.
+    `autocommit` connections run each statement on its own unless in
+    `conn.transaction()`: for code that does all its work in those (the
+    worker), it spares switching modes around a one-statement commit.
     """
     global _pool  # noqa: PLW0603 - one pool per process, by design
     if _pool is not None and _pool.conninfo != url:
@@ -58,6 +62,7 @@ def open_pool(
             open=False,
             kwargs={
                 "row_factory": dict_row,
+                "autocommit": autocommit,
                 "connect_timeout": int(CONNECT_TIMEOUT_S),
                 **({"options": " ".join(f"-c {k}={v}" for k, v in server_settings.items())} if server_settings else {}),
             },

@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 # Events not applied after this long are queued again by the outbox sweep.
@@ -148,27 +147,31 @@ def reopen(conn: psycopg.Connection[Any], event_ids: Sequence[str]) -> list[str]
     return [r["id"] for r in rows]
 
 
+# set_config(..., true) is SET LOCAL inside the statement: its transaction
+# (autocommit: the statement's own) commits without waiting for the WAL
+# flush. Being part of the WHERE clause, it runs whenever a row is claimed.
+_CLAIM = (
+    "UPDATE stripe_events SET status = 'processing', attempts = attempts + 1"
+    " WHERE id = %s AND status IN ('received', 'processing', 'failed')"
+    " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+    " RETURNING 1"
+)
+
+
 def claim(conn: psycopg.Connection[Any], event_id: str) -> bool:
     """Mark the event `processing` and count the attempt, in its own commit.
 
     Committed before applying so that an attempt killed -9 still shows in
     `attempts` and the row is visibly `processing` for on-call. The commit is
     asynchronous: losing this marker in a PostgreSQL crash costs nothing.
-    One round trip: both statements go as one simple query in autocommit,
-    which PostgreSQL runs as one transaction (so SET LOCAL holds for it); the
-    id is sent as a quoted literal because such a query takes no parameters.
+    One statement, with parameters (prepared after a few uses), in autocommit.
     Returns False when there is nothing to do (already processed or ignored).
     """
-    query = sql.SQL(
-        "SET LOCAL synchronous_commit TO off;"
-        " UPDATE stripe_events SET status = 'processing', attempts = attempts + 1"
-        " WHERE id = {} AND status IN ('received', 'processing', 'failed') RETURNING 1"
-    ).format(sql.Literal(event_id))
+    if conn.autocommit:  # the worker's connections are (subsync.db.open_pool)
+        return conn.execute(_CLAIM, (event_id,)).fetchone() is not None
     conn.autocommit = True
     try:
-        cursor = conn.execute(query)
-        cursor.nextset()
-        return cursor.fetchone() is not None
+        return conn.execute(_CLAIM, (event_id,)).fetchone() is not None
     finally:
         conn.autocommit = False
 

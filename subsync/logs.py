@@ -51,7 +51,9 @@ def configure(log_format: str = "json", level: int = logging.INFO) -> None:
     _configured = True
     shared = _shared_processors(log_format)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Drop a line below the level first, before any processor runs: the
+        # worker's debug lines would otherwise cost as much as its info lines.
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -241,14 +241,18 @@ def apply_subscription_snapshots(
     grace: timedelta,
     source: str,
     source_id: str | None,
+    locked: bool = False,
 ) -> list[Applied]:
     """Apply Stripe's view of several subscriptions, skipping any older than ours.
 
     The reconciler applies a page at a time: the locks, the reads and the
     writes are one statement each however many subscriptions the page holds.
+    `locked`: the caller holds their locks already (the worker takes every
+    lock of its batch first).
     """
     ids = [snapshot.id for snapshot, _ in snapshots]
-    lock_subscriptions(conn, ids)
+    if not locked:
+        lock_subscriptions(conn, ids)
     current: dict[str, SubscriptionState | None] = dict(load_subscriptions(conn, ids))
     unpaid = unpaid_invoices(conn, ids)
     results: list[Applied] = []
@@ -280,10 +284,11 @@ def apply_subscription_snapshot(
     grace: timedelta,
     source: str,
     source_id: str | None,
+    locked: bool = False,
 ) -> Applied:
     """Apply Stripe's view of a subscription, unless we hold a newer one."""
     return apply_subscription_snapshots(
-        conn, [(snapshot, seen_at)], now=now, grace=grace, source=source, source_id=source_id
+        conn, [(snapshot, seen_at)], now=now, grace=grace, source=source, source_id=source_id, locked=locked
     )[0]
 
 

@@ -221,6 +221,11 @@ def parse_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
     )
 
 
+def invoice_subscription_id(obj: Mapping[str, Any]) -> str | None:
+    """The invoice's subscription as parse_invoice finds it, without reading the rest."""
+    return _invoice_subscription_id(obj, _subscription_line(_list_data(obj.get("lines"))))
+
+
 def parse_checkout_session(obj: Mapping[str, Any]) -> CheckoutSnapshot:
     """Read a Checkout Session.
 

@@ -11,11 +11,12 @@ import threading
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 from conftest import load_fixture, make_event, post_event
 
 from subsync import db
-from worker.apply import apply_event
+from worker.apply import BATCH_OTHERS, apply_event
 
 GRACE = timedelta(hours=72)
 
@@ -190,3 +191,72 @@ def test_the_same_event_posted_from_20_threads_is_stored_once_and_applied_once(a
     wait_for(lambda: event_row(conn, event["id"])["status"] == "processed")
     assert count(conn, "SELECT count(*) AS n FROM stripe_events") == 1
     assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 1
+
+
+# --- The actor applies waiting events alongside the message's own (worker.apply.BATCH_OTHERS) ---
+
+
+def apply_with_others(event_id):
+    return apply_event(db.pool(), event_id, grace=GRACE, others=BATCH_OTHERS)
+
+
+def customer_event(i):
+    return make_event("customer.created", {"id": f"cus_{i}", "object": "customer", "email": f"{i}@example.com"})
+
+
+def malformed_subscription_event():
+    return make_event("customer.subscription.updated", {"id": "sub_bad", "object": "subscription"})
+
+
+def test_waiting_events_are_applied_with_the_claimed_one_and_each_only_once(client, conn):
+    events = [customer_event(i) for i in range(4)]
+    for event in events:
+        post_event(client, event)
+    assert apply_with_others(events[2]["id"]) == "processed"
+    for event in events:
+        row = event_row(conn, event["id"])
+        assert (row["status"], row["attempts"], row["last_error"]) == ("processed", 1, None)
+    assert count(conn, "SELECT count(*) AS n FROM customers") == 4
+    # Their own messages come later and find nothing to do.
+    assert [apply_with_others(event["id"]) for event in events] == ["skipped"] * 4
+    assert {event_row(conn, event["id"])["attempts"] for event in events} == {1}
+
+
+def test_a_failing_event_picked_alongside_is_left_to_its_own_message(client, conn):
+    bad, good = malformed_subscription_event(), customer_event(1)
+    post_event(client, bad)
+    post_event(client, good)
+    assert apply_with_others(good["id"]) == "processed"
+    assert event_row(conn, good["id"])["status"] == "processed"
+    row = event_row(conn, bad["id"])
+    assert (row["status"], row["attempts"], row["last_error"]) == ("received", 0, None)
+
+    with pytest.raises(Exception, match="status"):
+        apply_with_others(bad["id"])  # its own message: failed, counted, the error kept
+    row = event_row(conn, bad["id"])
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert "status" in row["last_error"]
+
+
+def test_the_claimed_event_failing_rolls_back_the_others(client, conn):
+    bad, good = malformed_subscription_event(), customer_event(1)
+    post_event(client, good)
+    post_event(client, bad)
+    with pytest.raises(Exception, match="status"):
+        apply_with_others(bad["id"])
+    assert event_row(conn, bad["id"])["status"] == "failed"
+    row = event_row(conn, good["id"])
+    assert (row["status"], row["attempts"]) == ("received", 0)
+    assert count(conn, "SELECT count(*) AS n FROM customers") == 0
+
+
+def test_an_event_another_worker_holds_is_not_picked(client, conn, database_url):
+    first, held = customer_event(1), customer_event(2)
+    post_event(client, first)
+    post_event(client, held)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM stripe_events WHERE id = %s FOR UPDATE", (held["id"],))
+        assert apply_with_others(first["id"]) == "processed"
+        other.rollback()
+    assert event_row(conn, held["id"])["status"] == "received"
+    assert apply_with_others(held["id"]) == "processed"

@@ -27,4 +27,4 @@ MAX_BACKOFF_MS = 30 * 60_000
     throws=(MalformedObject,),
 )
 def process_event(event_id: str) -> None:
-    apply.apply_event(db.pool(), event_id, grace=settings.grace_period)
+    apply.apply_event(db.pool(), event_id, grace=settings.grace_period, others=apply.BATCH_OTHERS)

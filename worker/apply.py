@@ -41,7 +41,7 @@ log = logs.get_logger(__name__)
 # handler waiting on a lock this long is stuck behind something else; fail and
 # let Dramatiq retry, rather than hold a worker thread.
 SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
-# Events applied alongside the message's own, at most. Enough that the commit
+# Events the actor applies alongside the message's own, at most. Enough that the commit
 # and the bookkeeping are shared; few enough that a transaction stays short
 # (others wait on its locks) and a failure costs little to redo.
 BATCH_OTHERS = 15
@@ -80,8 +80,12 @@ class _Excluded:
 _excluded = _Excluded(MAX_EXCLUDED)
 
 
-def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta) -> str:
-    """Apply the stored event `event_id` (and up to BATCH_OTHERS waiting ones); returns its outcome."""
+def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta, others: int = 0) -> str:
+    """Apply the stored event `event_id`, and up to `others` waiting ones; returns its outcome.
+
+    The actor passes BATCH_OTHERS; a caller applying one chosen event (a
+    test, a tool) leaves the rest alone.
+    """
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(event_id=event_id)
     with pool.connection() as conn:
@@ -89,7 +93,7 @@ def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta) -
             log.debug("event_skipped", reason="already applied or unknown")
             return "skipped"
         try:
-            outcomes = _apply(conn, event_id, grace, BATCH_OTHERS)
+            outcomes = _apply(conn, event_id, grace, others)
         except _OtherFailed as exc:
             _excluded.add(exc.event_id)
             outcomes = _apply(conn, event_id, grace, 0)

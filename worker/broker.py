@@ -51,6 +51,7 @@ class DatabasePool(Middleware):
             name="worker",
             timeout=30,
             server_settings=apply.SERVER_SETTINGS,
+            autocommit=True,
         )
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:

@@ -1,7 +1,8 @@
 """One handler per kind of Stripe object, chosen by a pure lookup on the event type.
 
-Handlers run inside the applying transaction (worker.apply) and return the
-event's outcome: 'processed', or 'ignored' for a type we do not handle.
+Handlers run inside the applying transaction (worker.apply), which holds
+the advisory locks `lock_keys` names for the event, and return the event's
+outcome: 'processed', or 'ignored' for a type we do not handle.
 Named `handle_<object>_event` as in Zulip's corporate/ handlers.
 """
 
@@ -16,7 +17,14 @@ import psycopg
 
 from subsync import event_types, store
 from subsync.ledger import ledger_fact
-from subsync.stripe_objects import parse_checkout_session, parse_customer, parse_invoice, parse_subscription, ts
+from subsync.stripe_objects import (
+    invoice_subscription_id,
+    parse_checkout_session,
+    parse_customer,
+    parse_invoice,
+    parse_subscription,
+    ts,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,14 @@ def _record_ledger(conn: psycopg.Connection[Any], ctx: Context) -> None:
 def handle_subscription_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
     snapshot = parse_subscription(ctx.obj)
     store.apply_subscription_snapshot(
-        conn, snapshot, ctx.created, now=ctx.now, grace=ctx.grace, source=ctx.source, source_id=ctx.event_id
+        conn,
+        snapshot,
+        ctx.created,
+        now=ctx.now,
+        grace=ctx.grace,
+        source=ctx.source,
+        source_id=ctx.event_id,
+        locked=True,
     )
     _record_ledger(conn, ctx)
     return "processed"
@@ -53,8 +68,6 @@ def handle_invoice_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
         # invoice.upcoming is a preview with no id: nothing to store.
         return "processed"
     snapshot = parse_invoice(ctx.obj)
-    if snapshot.subscription_id:
-        store.lock_subscription(conn, snapshot.subscription_id)
     store.apply_invoice_snapshot(conn, snapshot, ctx.created)
     _record_ledger(conn, ctx)
     if snapshot.subscription_id:
@@ -105,7 +118,7 @@ def lock_keys(event_type: str, obj: dict[str, Any]) -> list[str]:
         return []
     if kind == "invoice":
         # Its subscription's lock covers the invoice row and the subscription row.
-        sub_id = parse_invoice(obj).subscription_id
+        sub_id = invoice_subscription_id(obj)
         return [f"subscription:{sub_id}"] if sub_id else [f"invoice:{obj_id}"]
     return [f"{kind}:{obj_id}"]
 
