@@ -50,19 +50,23 @@ ENQUEUE_BATCH = 1000
 POLL_S = 0.5
 
 
-def procfile_worker(processes: int | None, threads: int | None) -> list[str]:
-    """The Procfile's `worker:` command, with --processes/--threads replaced when given."""
+def procfile_worker(processes: int | None, threads: int | None) -> tuple[list[str], dict[str, str]]:
+    """The Procfile's `worker:` command and the variables it sets, with --processes/--threads replaced when given."""
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.startswith("worker:"):
-            argv = shlex.split(line.split(":", 1)[1])
+            words = shlex.split(line.split(":", 1)[1])
             break
     else:
         msg = "the Procfile has no worker: line"
         raise RuntimeError(msg)
+    variables = {}
+    while "=" in words[0]:  # NAME=value before the command, as a shell reads it
+        name, value = words.pop(0).split("=", 1)
+        variables[name] = value
     for flag, value in (("--processes", processes), ("--threads", threads)):
         if value is not None:
-            argv[argv.index(flag) + 1] = str(value)
-    return [str(BIN / argv[0]), *argv[1:]]
+            words[words.index(flag) + 1] = str(value)
+    return [str(BIN / words[0]), *words[1:]], variables
 
 
 def store(url: str, bodies: Sequence[str]) -> list[str]:
@@ -137,10 +141,10 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
     t0 = time.perf_counter()
     bodies = burst.burst(n, seed)
     generated_s = time.perf_counter() - t0
-    argv = procfile_worker(processes, threads)
+    argv, variables = procfile_worker(processes, threads)
     with bench_database("pipeline") as url:
         db_name = url.rsplit("/", 1)[1]
-        env = bench_env(url)
+        env = bench_env(url, **variables)
         # worker.broker reads the queue namespace and Redis URL on import.
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAMESPACE")})
         t0 = time.perf_counter()
@@ -184,7 +188,7 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
     return {
         "events": n,
         "seed": seed,
-        "worker": " ".join(argv[1:]),
+        "worker": " ".join([*(f"{k}={v}" for k, v in variables.items()), "dramatiq", *argv[1:]]),
         "generated_s": round(generated_s, 2),
         "stored_s": round(stored_s, 2),
         "queued_s": round(queued_s, 2),
