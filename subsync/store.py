@@ -344,21 +344,35 @@ def _recompute_and_save(
     return Applied(state=after, stale=False, changed=changed, before=before)
 
 
-def apply_invoice_snapshot(conn: psycopg.Connection[Any], snapshot: InvoiceSnapshot, seen_at: datetime) -> bool:
-    """Upsert the invoice unless we hold a newer snapshot. True if written."""
+@dataclass(frozen=True)
+class InvoiceWritten:
+    """An invoice row written, and whether its subscription is suspended (the one state priced on invoices)."""
+
+    subscription_suspended: bool
+
+
+def apply_invoice_snapshot(
+    conn: psycopg.Connection[Any], snapshot: InvoiceSnapshot, seen_at: datetime
+) -> InvoiceWritten | None:
+    """Upsert the invoice unless we hold a newer snapshot (or the same). None if nothing was written.
+
+    The upsert also reads its subscription's access, so that the caller
+    reprices only a suspended subscription without reading it again.
+    """
     before = load_invoice(conn, snapshot.id)
     after = next_invoice_state(before, snapshot, seen_at)
     if after is None or after == before:
-        return False
+        return None
     cols = ", ".join(INVOICE_COLUMNS)
     placeholders = ", ".join(f"%({c})s" for c in INVOICE_COLUMNS)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "id")
-    conn.execute(
+    row = conn.execute(
         f"INSERT INTO invoices ({cols}, updated_at) VALUES ({placeholders}, now()) "  # noqa: S608
-        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()",
+        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
+        " RETURNING (SELECT s.access FROM subscriptions AS s WHERE s.id = invoices.subscription_id) AS access",
         {column: getattr(after, column) for column in INVOICE_COLUMNS},
-    )
-    return True
+    ).fetchone()
+    return InvoiceWritten(subscription_suspended=row is not None and row["access"] == Access.SUSPENDED.value)
 
 
 def record_payment(conn: psycopg.Connection[Any], fact: PaymentFact, event_id: str) -> bool:

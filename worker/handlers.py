@@ -68,11 +68,11 @@ def handle_invoice_event(conn: psycopg.Connection[Any], ctx: Context) -> str:
         # invoice.upcoming is a preview with no id: nothing to store.
         return "processed"
     snapshot = parse_invoice(ctx.obj)
-    store.apply_invoice_snapshot(conn, snapshot, ctx.created)
+    written = store.apply_invoice_snapshot(conn, snapshot, ctx.created)
     _record_ledger(conn, ctx)
-    if snapshot.subscription_id:
+    if snapshot.subscription_id and written is not None and written.subscription_suspended:
         # The invoice may arrive after its subscription ended suspended: the
-        # owed amount is priced on it.
+        # owed amount is priced on it. An invoice left unchanged changes no price.
         store.reprice_owed_amount(
             conn,
             snapshot.subscription_id,
