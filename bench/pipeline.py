@@ -6,8 +6,9 @@ The events (bench.burst: the simulator's own, cached) are stored through the
 event store as the receiver stores them (`received`), all queued in Dramatiq,
 then the worker is started with the Procfile's command line and timed until no
 event is received, processing or failed. CPU is read from /proc for the worker's
-processes, the PostgreSQL processes of the bench's database (and PostgreSQL's
-shared background ones) and Redis; the other helpers' databases are not counted.
+processes, PostgreSQL's for the bench's database (its backends and the shared
+WAL writer, checkpointer...) and the Redis server; other databases' backends
+are not counted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from psycopg.rows import dict_row
 
 from bench import burst
 from bench.common import (
-    ADMIN_URL,
     BIN,
     RESULTS,
     ROOT,
@@ -35,11 +35,12 @@ from bench.common import (
     bench_database,
     bench_env,
     peak_rss_mb,
-    pids_named,
+    postgres_pids,
     print_table,
     print_targets,
     process_tree,
     record,
+    redis_pids,
     start,
     stop,
 )
@@ -94,25 +95,6 @@ def queue(ids: Sequence[str]) -> int:
     return sent
 
 
-def postgres_pids(admin: psycopg.Connection[Any], db_name: str, *, shared: bool) -> list[int]:
-    """The backends of this database; or (`shared`) PostgreSQL's own processes (postmaster, WAL
-    writer, checkpointer...), which also work for the other databases of the server."""
-    if not shared:
-        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (db_name,)).fetchall()
-        return [r[0] for r in rows]
-    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname IS NULL").fetchall()
-    postmaster = [pid for pid in pids_named("postgres") if _ppid(pid) == 1]
-    return [r[0] for r in rows] + postmaster
-
-
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
-
-
 def status_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute("SELECT status, count(*) FROM stripe_events GROUP BY status")}
 
@@ -143,7 +125,6 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
     generated_s = time.perf_counter() - t0
     argv, variables = procfile_worker(processes, threads)
     with bench_database("pipeline") as url:
-        db_name = url.rsplit("/", 1)[1]
         env = bench_env(url, **variables)
         # worker.broker reads the queue namespace and Redis URL on import.
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAMESPACE")})
@@ -158,14 +139,13 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
             raise RuntimeError(msg)
 
         log = RESULTS / "pipeline-worker.log"
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin, psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True) as conn:
             proc = start(argv, env, log=log)
             workers = lambda: process_tree(proc.pid)  # noqa: E731
             meters = {
                 "worker": CpuMeter(workers),
-                "postgres": CpuMeter(lambda: postgres_pids(admin, db_name, shared=False)),
-                "postgres_shared": CpuMeter(lambda: postgres_pids(admin, db_name, shared=True)),
-                "redis": CpuMeter(lambda: pids_named("redis-server")),
+                "postgres": CpuMeter(lambda: postgres_pids(url)),
+                "redis": CpuMeter(lambda: redis_pids(env["REDIS_URL"])),
             }
             for meter in meters.values():
                 meter.start()
@@ -221,8 +201,7 @@ def report(result: dict[str, Any]) -> bool:
             ["events applied/s (first to last applied)", result["events_per_s"]],
             ["events applied/s (from worker start)", result["events_per_s_from_start"]],
             ["CPU ms/event, worker processes", cpu["worker"]],
-            ["CPU ms/event, PostgreSQL (the bench database's backends)", cpu["postgres"]],
-            ["CPU ms/event, PostgreSQL (shared: WAL writer, checkpointer...)", cpu["postgres_shared"]],
+            ["CPU ms/event, PostgreSQL (this database's backends, WAL writer, checkpointer...)", cpu["postgres"]],
             ["CPU ms/event, Redis", cpu["redis"]],
             ["CPU ms/event, all", result["cpu_ms_per_event_total"]],
             ["worker peak RSS (MB, largest process)", result["peak_rss_mb"]],

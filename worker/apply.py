@@ -32,7 +32,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
-from subsync import events, logs, metrics, store
+from subsync import db, events, logs, metrics, store
 from worker.handlers import context_for, handler_for, lock_keys
 
 log = logs.get_logger(__name__)
@@ -88,15 +88,20 @@ def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta, o
     """
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(event_id=event_id)
-    with pool.connection() as conn:
+
+    def claim_and_apply(conn: psycopg.Connection[Any]) -> list[tuple[events.StoredEvent, str]] | None:
+        # Safe to run twice (db.run, after a dropped connection): a second
+        # claim finds the event applied, or counts the attempt it is.
         if not events.claim(conn, event_id):
             log.debug("event_skipped", reason="already applied or unknown")
-            return "skipped"
+            return None
         try:
-            outcomes = _apply(conn, event_id, grace, others)
+            return _apply(conn, event_id, grace, others)
         except _OtherFailed as exc:
             _excluded.add(exc.event_id)
-            outcomes = _apply(conn, event_id, grace, 0)
+            return _apply(conn, event_id, grace, 0)
+
+    outcomes = db.run(pool, claim_and_apply)
     if outcomes is None:
         return "skipped"
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
