@@ -8,7 +8,9 @@ then the worker is started with the Procfile's command line and timed until no
 event is received, processing or failed. CPU is read from /proc for the worker's
 processes, PostgreSQL's for the bench's database (its backends and the shared
 WAL writer, checkpointer...) and the Redis server; other databases' backends
-are not counted.
+are not counted. Then the same number of messages is drained by the same
+worker command running an actor that does nothing (bench/noop_actor.py):
+Dramatiq's own cost on this machine, the floor under every event.
 """
 
 from __future__ import annotations
@@ -162,6 +164,7 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
                 "SELECT extract(epoch FROM max(processed_at) - min(processed_at)) AS s,"
                 " sum(attempts) AS attempts, count(*) FILTER (WHERE attempts > 1) AS retried FROM stripe_events"
             ).fetchone()
+        floor = dramatiq_floor(n, argv, env)
         drop_namespace(env["REDIS_URL"], env["QUEUE_NAMESPACE"])
     assert span is not None
     apply_s = float(span[0] or 0.0)
@@ -183,6 +186,41 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
         "statuses": counts,
         "attempts": int(span[1] or 0),
         "retried": int(span[2] or 0),
+        "dramatiq_floor": floor,
+    }
+
+
+def dramatiq_floor(n: int, argv: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
+    """`n` messages drained by the same worker command running bench.noop_actor: Dramatiq's own cost."""
+    from bench.noop_actor import QUEUE, noop
+
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    key = f"{env['QUEUE_NAMESPACE']}:{QUEUE}"
+    for i in range(n):
+        noop.send(f"evt_floor_{i}")
+    proc = start([argv[0], "bench.noop_actor", *argv[2:]], env, log=RESULTS / "pipeline-floor.log")
+    meters = {
+        "worker": CpuMeter(lambda: process_tree(proc.pid)),
+        "redis": CpuMeter(lambda: redis_pids(env["REDIS_URL"])),
+    }
+    for meter in meters.values():
+        meter.start()
+    started = time.perf_counter()
+    try:
+        deadline = started + 60 + n / 200
+        # A message leaves the .msgs hash when it is acked.
+        while client.hlen(f"{key}.msgs") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        left = int(client.hlen(f"{key}.msgs"))
+        cpu = {name: meter.stop() for name, meter in meters.items()}
+    finally:
+        stop(proc)
+    return {
+        "messages": n,
+        "left": left,
+        "messages_per_s": round((n - left) / elapsed, 1),
+        "cpu_ms_per_message": {k: round(v * 1000 / n, 3) for k, v in cpu.items()},
     }
 
 
@@ -205,6 +243,17 @@ def report(result: dict[str, Any]) -> bool:
             ["CPU ms/event, Redis", cpu["redis"]],
             ["CPU ms/event, all", result["cpu_ms_per_event_total"]],
             ["worker peak RSS (MB, largest process)", result["peak_rss_mb"]],
+        ],
+    )
+    floor = result["dramatiq_floor"]
+    print_table(
+        "Floor: the same worker command and broker, an actor that does nothing (bench/noop_actor.py)",
+        ["measure", "value"],
+        [
+            ["messages drained", floor["messages"] - floor["left"]],
+            ["messages/s", floor["messages_per_s"]],
+            ["CPU ms/message, worker processes", floor["cpu_ms_per_message"]["worker"]],
+            ["CPU ms/message, Redis", floor["cpu_ms_per_message"]["redis"]],
         ],
     )
     finished = counts.get("processed", 0) + counts.get("ignored", 0)

@@ -16,6 +16,8 @@ backends and its shared auxiliary processes) plus the Redis server, read
 from /proc. Other runs on the same PostgreSQL and Redis add to the last two
 (Redis has no per-namespace CPU): the baseline's Redis column, which should
 be 0, shows how much.
+A third server, the floor (bench/floor_app.py: the same gunicorn and Flask
+with an empty handler), shows what serving a request costs before any work.
 Afterwards every acked event id is looked up in each server's database.
 """
 
@@ -201,12 +203,13 @@ def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float
     templates = event_templates()
     run_id = uuid.uuid4().hex[:6]
     readings: dict[tuple[str, int], list[Reading]] = {}
-    acked: dict[str, list[str]] = {"ours": [], "baseline": []}
+    acked: dict[str, list[str]] = {"ours": [], "baseline": [], "floor": []}
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-receiver-")))
         servers = [
             stack.enter_context(serve("ours", "webhooks:create_app()", workdir)),
             stack.enter_context(serve("baseline", "bench.baseline_app:create_app()", workdir)),
+            stack.enter_context(serve("floor", "bench.floor_app:create_app()", workdir)),
         ]
         for server in servers:  # both apps imported, pools opened, caches warm
             phase = drive(
@@ -232,6 +235,7 @@ def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float
         checks = {
             s.name: {"acked": len(acked[s.name]), "stored": stored(s, acked[s.name]), "queued": queued(s)}
             for s in servers
+            if s.name != "floor"  # stores nothing, by design
         }
     return {"readings": {key: medians(rs) for key, rs in readings.items()}, "checks": checks}
 
@@ -240,7 +244,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
     table: dict[tuple[str, int], Reading] = result["readings"]
     rows = []
     for c in concurrencies:
-        ours, base = table[("ours", c)], table[("baseline", c)]
+        ours, base, floor = table[("ours", c)], table[("baseline", c)], table[("floor", c)]
         rows.append(
             [
                 c,
@@ -251,6 +255,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
                 f"{base.p50_ms:.2f} / {base.p95_ms:.2f} / {base.p99_ms:.2f}",
                 cpu_cell(ours),
                 cpu_cell(base),
+                f"{floor.cpu_ms['server']:.2f} ({floor.acks_per_s:.0f}/s)",
             ]
         )
     common.print_table(
@@ -264,6 +269,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
             "baseline p50/p95/p99 ms",
             "ours CPU ms/ack (web+pg+redis)",
             "baseline CPU ms/ack (web+pg+redis)",
+            "floor CPU ms/ack (empty Flask handler)",
         ],
         rows,
     )
