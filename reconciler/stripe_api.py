@@ -117,10 +117,6 @@ class StripeApi:
         """Every subscription Stripe has, canceled ones included (`status=all`), a page at a time."""
         return self.list_pages("/v1/subscriptions", status="all")
 
-    def list_subscriptions(self) -> Iterator[Snapshot]:
-        """Every subscription Stripe has, canceled ones included (`status=all`)."""
-        return self.list_all("/v1/subscriptions", status="all")
-
     def list_events(self, *, created_gte: int | None = None, types: list[str] | None = None) -> Iterator[Snapshot]:
         """Stripe's events newest first (it keeps 30 days of them)."""
         params: dict[str, Any] = {}

@@ -10,8 +10,11 @@ Life of an event row:
 
 A row is `received` from its commit until a worker claims it. The outbox sweep
 re-queues rows still `received` or `processing` (a worker killed -9 mid-apply)
-after `SWEEP_AFTER`; rows a live worker is applying are row-locked and
-skipped. Applying is idempotent, so a message queued twice is harmless.
+after `SWEEP_AFTER`, and `failed` rows whose retry Redis lost; rows a live
+worker is applying are row-locked and skipped. A worker applies a few
+`received` rows alongside the one it claimed (`lock_batch`), so many rows go
+from `received` to `processed` in one step. Applying is idempotent, so a
+message queued twice is harmless.
 """
 
 from __future__ import annotations
@@ -186,15 +189,6 @@ class StoredEvent:
     attempts: int
 
 
-def lock_for_apply(conn: psycopg.Connection[Any], event_id: str) -> StoredEvent | None:
-    """Lock the event row for the applying transaction (serialises duplicates)."""
-    row = conn.execute(
-        "SELECT id, type, status, payload, replays, attempts FROM stripe_events WHERE id = %s FOR UPDATE",
-        (event_id,),
-    ).fetchone()
-    return None if row is None else StoredEvent(**row)
-
-
 def lock_batch(
     conn: psycopg.Connection[Any], event_id: str, others: int, excluded: Sequence[str] = ()
 ) -> list[StoredEvent]:
@@ -239,14 +233,6 @@ def finish_batch(conn: psycopg.Connection[Any], outcomes: Sequence[tuple[str, st
          WHERE e.id = o.id
         """,
         (claimed, [event_id for event_id, _ in outcomes], [status for _, status in outcomes]),
-    )
-
-
-def finish(conn: psycopg.Connection[Any], event_id: str, status: str) -> None:
-    """Record the outcome (`processed` or `ignored`) inside the applying transaction."""
-    conn.execute(
-        "UPDATE stripe_events SET status = %s, processed_at = now(), last_error = NULL WHERE id = %s",
-        (status, event_id),
     )
 
 
