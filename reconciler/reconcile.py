@@ -2,9 +2,10 @@
 
 Streaming: subscriptions come a page (100) at a time and each page is
 compared and repaired while the next one is fetched (reconciler/readahead.py,
-one page ahead), so memory stays flat however many there are. The ids Stripe listed go to a temporary table on
-the run's own connection, which is how rows we have and Stripe lacks are
-found at the end without holding every id in Python.
+one page ahead), so memory stays flat however many there are. The ids Stripe
+listed go to a temporary table on the run's own connection, which is how
+rows we have and Stripe lacks are found at the end without holding every id
+in Python.
 
 Repairs go through `store.apply_subscription_snapshot`, the worker's own
 path: access, owed amount, the audit trail (source 'reconcile', source id
