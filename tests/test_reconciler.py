@@ -167,6 +167,9 @@ def test_only_one_reconciliation_runs_at_a_time(stripe_sim, conn, database_url):
         other.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEYS["reconcile"],))
         with pytest.raises(reconcile.AlreadyRunning):
             run(api)
+        # Released here, not by closing: a closed connection's backend lets
+        # go of its locks a moment after the client has moved on.
+        other.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEYS["reconcile"],))
     assert run(api).status == "succeeded"
 
 
