@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -277,6 +278,13 @@ def record(bench: str, payload: dict[str, Any]) -> Path:
     with path.open("a") as f:
         f.write(json.dumps(line, default=str) + "\n")
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a server the bench starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:

@@ -60,12 +60,6 @@ def procfile_web() -> list[str]:
     raise SystemExit(msg)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     name: str
@@ -85,7 +79,7 @@ def serve(name: str, app_spec: str, workdir: Path) -> Iterator[Server]:
     """gunicorn as the Procfile runs it (its app swapped for `app_spec`) on a database of its own."""
     argv = procfile_web()
     argv = [str(common.BIN / argv[0]), *(app_spec if arg == "webhooks:create_app()" else arg for arg in argv[1:])]
-    port = free_port()
+    port = common.free_port()
     with common.bench_database(f"recv_{name}") as url:
         env = common.bench_env(url, PORT=str(port))
         log = workdir / f"{name}.log"

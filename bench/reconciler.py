@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -41,6 +40,7 @@ from bench.common import (
     bench_database,
     bench_env,
     cpu_seconds,
+    free_port,
     peak_rss_mb,
     print_table,
     print_targets,
@@ -78,12 +78,6 @@ class RunResult:
     cpu_s: float
     postgres_cpu_s: float
     simulator_cpu_s: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_simulator(log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -32,7 +32,8 @@ import pytest
 import redis
 from conftest import ADMIN_URL, NAMESPACE, REDIS_PROXY, SECRET, TEST_DB
 from pipeline import drain, ledger_mismatches, subscription_mismatches
-from processes import free_port, kill9, start_redis, start_web, start_worker, stop
+from processes import kill9, start_redis, start_web, start_worker, stop
+from proxy import free_port
 from psycopg.rows import dict_row
 from sim import DAY, running_simulator
 
