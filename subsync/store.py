@@ -157,6 +157,14 @@ _UPSERT_SUBSCRIPTION = (
     f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in SUBSCRIPTION_COLUMNS if c != 'id')},"
     " updated_at = now()"
 )
+_UPSERT_INVOICE = (
+    f"INSERT INTO invoices ({', '.join(INVOICE_COLUMNS)}, updated_at)"  # noqa: S608 - fixed names
+    f" VALUES ({', '.join(f'%({c})s' for c in INVOICE_COLUMNS)}, now())"
+    f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in INVOICE_COLUMNS if c != 'id')},"
+    " updated_at = now()"
+    # The subscription's access, read in the same statement: only a suspended one is repriced.
+    " RETURNING (SELECT s.access FROM subscriptions AS s WHERE s.id = invoices.subscription_id) AS access"
+)
 _INSERT_CHANGE = (
     "INSERT INTO subscription_changes (subscription_id, source, source_id, before, after) VALUES (%s, %s, %s, %s, %s)"
 )
@@ -363,15 +371,7 @@ def apply_invoice_snapshot(
     after = next_invoice_state(before, snapshot, seen_at)
     if after is None or after == before:
         return None
-    cols = ", ".join(INVOICE_COLUMNS)
-    placeholders = ", ".join(f"%({c})s" for c in INVOICE_COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "id")
-    row = conn.execute(
-        f"INSERT INTO invoices ({cols}, updated_at) VALUES ({placeholders}, now()) "  # noqa: S608
-        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
-        " RETURNING (SELECT s.access FROM subscriptions AS s WHERE s.id = invoices.subscription_id) AS access",
-        {column: getattr(after, column) for column in INVOICE_COLUMNS},
-    ).fetchone()
+    row = conn.execute(_UPSERT_INVOICE, {column: getattr(after, column) for column in INVOICE_COLUMNS}).fetchone()
     return InvoiceWritten(subscription_suspended=row is not None and row["access"] == Access.SUSPENDED.value)
 
 
