@@ -27,7 +27,6 @@ log = logs.get_logger(__name__)
 
 CHECKPOINT = "backfill"
 OVERLAP = timedelta(minutes=10)
-BATCH = 100
 
 
 @dataclass
@@ -73,16 +72,10 @@ def backfill(pool: ConnectionPool[Any], api: StripeApi, *, since: datetime | Non
     """Ingest every event Stripe lists since `since` (default: the checkpoint) that we lack."""
     report = BackfillReport(since=int(since.timestamp()) if since else checkpoint(pool))
     newest: int | None = None
-    batch: list[dict[str, Any]] = []
-    for snapshot in api.list_events(created_gte=report.since):
-        event = snapshot.data
-        report.listed += 1
-        newest = max(newest or event["created"], event["created"])
-        batch.append(event)
-        if len(batch) >= BATCH:
-            report.recovered += _ingest_missing(pool, batch)
-            batch = []
-    if batch:
+    for page in api.event_pages(created_gte=report.since):
+        batch = [snapshot.data for snapshot in page]
+        report.listed += len(batch)
+        newest = max(newest or 0, *(event["created"] for event in batch))
         report.recovered += _ingest_missing(pool, batch)
     if newest is not None:
         report.checkpoint = newest - int(OVERLAP.total_seconds())

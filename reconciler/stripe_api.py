@@ -108,23 +108,14 @@ class StripeApi:
                 return
             params["starting_after"] = items[-1]["id"]
 
-    def list_all(self, path: str, **params: Any) -> Iterator[Snapshot]:
-        """Every object of a list endpoint, one at a time, streaming."""
-        for page in self.list_pages(path, **params):
-            yield from page
-
     def subscription_pages(self) -> Iterator[list[Snapshot]]:
         """Every subscription Stripe has, canceled ones included (`status=all`), a page at a time."""
         return self.list_pages("/v1/subscriptions", status="all")
 
-    def list_events(self, *, created_gte: int | None = None, types: list[str] | None = None) -> Iterator[Snapshot]:
-        """Stripe's events newest first (it keeps 30 days of them)."""
-        params: dict[str, Any] = {}
-        if created_gte is not None:
-            params["created"] = {"gte": created_gte}
-        if types:
-            params["types"] = types
-        return self.list_all("/v1/events", **params)
+    def event_pages(self, *, created_gte: int | None = None) -> Iterator[list[Snapshot]]:
+        """Stripe's events newest first (it keeps 30 days of them), a page at a time."""
+        params = {} if created_gte is None else {"created": {"gte": created_gte}}
+        return self.list_pages("/v1/events", **params)
 
 
 def make_api(settings: config.Settings, *, max_rps: float = DEFAULT_MAX_RPS) -> StripeApi:
