@@ -29,6 +29,10 @@ log = logs.get_logger(__name__)
 OUTBOX_SWEEP_EVERY_S = 15
 ACCESS_REFRESH_EVERY_S = 60
 BACKFILL_CRON = "17 * * * *"  # hourly, off the hour when everyone else's jobs run
+# The jobs may all run at once, each holding its lock's connection besides its
+# work's: reconcile 3 (lock, seen ids, page), backfill 2, sweep 2, refresh 2.
+# Fewer, and a long nightly reconciliation would starve the outbox sweep.
+POOL_SIZE = 10
 
 
 def once_per_tick(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Callable[[], object]:
@@ -126,7 +130,7 @@ def build(settings: config.Settings, pool: ConnectionPool[Any]) -> BlockingSched
 def main() -> None:
     settings = config.load()
     logs.configure(settings.log_format)
-    pool = db.open_pool(settings.database_url, name="scheduler", max_size=4, timeout=30)
+    pool = db.open_pool(settings.database_url, name="scheduler", max_size=POOL_SIZE, timeout=30)
     scheduler = build(settings, pool)
 
     def stop(signum: int, _frame: object) -> None:
