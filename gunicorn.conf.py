@@ -72,6 +72,17 @@ def on_starting(server):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signa
         sys.exit(1)
 
 
+# On a graceful stop, send what the receiver handed to the sender thread;
+# what is still unsent after this is queued by the outbox sweep.
+SENDER_FLUSH_S = 5.0
+
+
+def worker_exit(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature, run in the worker
+    from worker.queue import sender  # noqa: PLC0415
+
+    sender.flush(SENDER_FLUSH_S)
+
+
 def child_exit(server, worker):  # noqa: ANN001, ANN201, ARG001
     from prometheus_client import multiprocess  # noqa: PLC0415
 

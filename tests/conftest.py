@@ -155,12 +155,27 @@ def make_event(
 
 
 def post_event(
-    client: Any, event: dict[str, Any] | str, *, secret: str = SECRET, headers: dict[str, str] | None = None
+    client: Any,
+    event: dict[str, Any] | str,
+    *,
+    secret: str = SECRET,
+    headers: dict[str, str] | None = None,
+    wait_for_send: bool = True,
 ) -> Any:
+    """POST a signed delivery; by default also wait until the receiver's sender thread has sent its message.
+
+    The receiver answers before its message reaches Redis; waiting keeps the
+    tests that look at the queue, or change Redis, free of that race.
+    """
+    from worker.queue import sender
+
     body = event if isinstance(event, str) else json.dumps(event)
     all_headers = {"Stripe-Signature": sign(body, secret), "Content-Type": "application/json"}
     all_headers.update(headers or {})
-    return client.post("/webhooks/stripe", data=body, headers=all_headers)
+    response = client.post("/webhooks/stripe", data=body, headers=all_headers)
+    if wait_for_send:
+        assert sender.flush(10), "the receiver's sender thread did not finish sending"
+    return response
 
 
 def load_fixture(relative: str) -> dict[str, Any]:

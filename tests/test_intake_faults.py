@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 
-from conftest import NAMESPACE, make_event, post_event, queued_ids
+from conftest import NAMESPACE, REDIS_PROXY, make_event, post_event, queued_ids
 
 from subsync import config, db, events
 from webhooks import create_app
 from worker import outbox
+from worker.broker import REDIS_SOCKET_TIMEOUT_S
+from worker.queue import sender
 
 
 def test_postgres_refusing_connections_answers_503_then_the_retry_stores_once(postgres_proxy, conn, broker):
@@ -51,8 +54,8 @@ def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(clie
     )
     assert client.get("/readyz").get_json()["components"]["redis"].startswith("down")
 
-    # While Redis is down, later deliveries do not wait for it: one failed
-    # send opens the breaker and the next ones skip Redis (the sweep has them).
+    # While Redis is down the sender does not try it for every delivery: one
+    # failed send opens the breaker and the next ones skip Redis (the sweep has them).
     before = sum(1 for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "enqueue_failed")
     second = make_event()
     with caplog.at_level("WARNING"):
@@ -67,6 +70,30 @@ def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(clie
     assert sorted(queued_ids(broker)) == sorted([event["id"], second["id"]])
     # Swept once: the next pass within SWEEP_AFTER leaves it alone.
     assert outbox.sweep(db.pool()) == 0
+
+
+def test_a_stalled_redis_never_slows_an_answer(client, conn, broker):
+    # A server that takes connections (in the kernel's backlog) and never answers.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    real = REDIS_PROXY.target
+    REDIS_PROXY.retarget(*blackhole.getsockname())
+    try:
+        event = make_event()
+        began = time.monotonic()
+        response = post_event(client, event, wait_for_send=False)
+        took = time.monotonic() - began
+        assert response.status_code == 200
+        assert response.get_json() == {"received": True, "duplicate": False}
+        # A send inside the request would wait out the Redis socket timeout.
+        assert took < REDIS_SOCKET_TIMEOUT_S / 2
+        row = conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()
+        assert row["status"] == "received"
+    finally:
+        blackhole.close()  # the sender's stalled send fails at once
+        REDIS_PROXY.retarget(*real)
+    assert sender.flush(30)
 
 
 def test_a_failed_event_whose_retry_redis_lost_is_queued_again_once_the_retry_is_overdue(client, conn, broker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,16 @@ from worker.queue import enqueue
 @dataclass(frozen=True)
 class Ingested:
     new: bool  # a row was created
-    queued: bool  # a message was sent (new, or a failed event reopened)
+    queued: bool  # a message was sent or handed to the sender (new, or a failed event reopened)
 
 
-def store_and_queue(pool: ConnectionPool[Any], header: events.EventHeader, payload_json: str) -> Ingested:
+def store_and_queue(
+    pool: ConnectionPool[Any],
+    header: events.EventHeader,
+    payload_json: str,
+    *,
+    send: Callable[[list[str]], int] = enqueue,
+) -> Ingested:
     """Commit the event row, then queue it. Raises psycopg errors: nothing stored.
 
     A duplicate of a failed event is reopened and queued again (a resend from
@@ -31,6 +38,10 @@ def store_and_queue(pool: ConnectionPool[Any], header: events.EventHeader, paylo
     replaced and the statements run again (`db.run`); if the first insert had
     committed, the second sees a duplicate and queues nothing, and the outbox
     sweep queues the event.
+
+    `send` queues the ids: `enqueue` sends them before returning (backfill,
+    the CLI); the receiver passes the process's BackgroundSender, so that its
+    answer does not wait for Redis.
     """
 
     def store(conn: psycopg.Connection[Any]) -> tuple[list[str], bool]:
@@ -44,5 +55,5 @@ def store_and_queue(pool: ConnectionPool[Any], header: events.EventHeader, paylo
                 conn.autocommit = False
 
     to_queue, new = db.run(pool, store)
-    sent = enqueue(to_queue) if to_queue else 0
+    sent = send(to_queue) if to_queue else 0
     return Ingested(new=new, queued=sent > 0)

@@ -1,0 +1,105 @@
+"""The receiver's sender thread (worker.queue.BackgroundSender), without servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from subsync import logs
+from worker.queue import SEND_BATCH, BackgroundSender
+
+ROOT = Path(__file__).resolve().parents[1]
+# Log lines through the standard library, where caplog looks, as the app
+# configures them; before any test, since configuring replaces the root handlers.
+logs.configure("console")
+
+
+class Recorder:
+    """A send function that records its batches; `gate` holds it until set."""
+
+    def __init__(self, *, fail_first: bool = False) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_first = fail_first
+
+    def __call__(self, ids: list[str]) -> int:
+        self.gate.wait(10)
+        self.batches.append(list(ids))
+        if self.fail_first and len(self.batches) == 1:
+            msg = "a bug in the send path"
+            raise RuntimeError(msg)
+        return len(ids)
+
+    @property
+    def sent(self) -> list[str]:
+        return [i for batch in self.batches for i in batch]
+
+
+def test_every_id_handed_over_is_sent_in_order_in_bounded_batches():
+    send = Recorder()
+    sender = BackgroundSender(send)
+    ids = [f"evt_{n}" for n in range(SEND_BATCH * 2 + 5)]
+    send.gate.clear()  # let them pile up, as under a burst
+    assert sender.submit(ids) == len(ids)
+    send.gate.set()
+    assert sender.flush(10)
+    assert send.sent == ids
+    assert max(len(b) for b in send.batches) <= SEND_BATCH
+
+
+def test_a_full_backlog_takes_what_fits_and_leaves_the_rest_to_the_sweep(caplog):
+    send = Recorder()
+    send.gate.clear()  # Redis stalled: nothing leaves
+    sender = BackgroundSender(send, limit=3)
+    assert sender.submit(["evt_a"]) == 1
+    # The thread holds evt_a while its send is stalled; the backlog takes 3 more.
+    for _ in range(100):
+        if sender._ids.qsize() == 0:
+            break
+        threading.Event().wait(0.01)
+    with caplog.at_level("WARNING"):
+        assert sender.submit(["evt_b", "evt_c", "evt_d", "evt_e", "evt_f"]) == 3
+    assert any(isinstance(r.msg, dict) and r.msg.get("event") == "send_backlog_full" for r in caplog.records)
+    assert not sender.flush(0.1)  # still stalled
+    send.gate.set()
+    assert sender.flush(10)
+    assert send.sent == ["evt_a", "evt_b", "evt_c", "evt_d"]
+
+
+def test_a_send_that_raises_does_not_stop_the_thread():
+    send = Recorder(fail_first=True)
+    sender = BackgroundSender(send)
+    sender.submit(["evt_1"])
+    assert sender.flush(10)
+    sender.submit(["evt_2"])
+    assert sender.flush(10)
+    assert send.sent == ["evt_1", "evt_2"]
+
+
+def test_gunicorn_flushes_the_sender_when_a_worker_exits():
+    # Run in a process of its own: gunicorn.conf.py sets up the environment as gunicorn's master would.
+    script = """
+import runpy, threading
+from worker import queue
+sent = []
+gate = threading.Event()
+def send(ids):
+    gate.wait(10)
+    sent.extend(ids)
+    return len(ids)
+queue.sender._send = send
+queue.sender.submit(["evt_pending"])
+threading.Timer(0.2, gate.set).start()
+hooks = runpy.run_path("gunicorn.conf.py")
+hooks["worker_exit"](None, None)
+assert sent == ["evt_pending"], sent
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
