@@ -46,6 +46,7 @@ from bench.common import (
     start,
     stop,
 )
+from bench.webhook_load import event_templates, print_reference, reference_costs
 
 TARGET_EVENTS_PER_S = 800
 INSERT_BATCH = 1000
@@ -122,6 +123,7 @@ def drop_namespace(redis_url: str, namespace: str) -> None:
 
 
 def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[str, Any]:
+    reference = reference_costs(event_templates())
     t0 = time.perf_counter()
     bodies = burst.burst(n, seed)
     generated_s = time.perf_counter() - t0
@@ -187,6 +189,7 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
         "attempts": int(span[1] or 0),
         "retried": int(span[2] or 0),
         "dramatiq_floor": floor,
+        "reference_us": reference,
     }
 
 
@@ -268,6 +271,7 @@ def report(result: dict[str, Any]) -> bool:
         f"\nEvery event processed or ignored, none failed: {'yes' if complete else 'NO'}"
         f" ({finished} of {result['events']})"
     )
+    print_reference(result["reference_us"])
     met = print_targets([Target("events applied/s", result["events_per_s"], TARGET_EVENTS_PER_S, ">=")])
     return complete and met
 

@@ -38,7 +38,7 @@ import psycopg
 import redis
 
 from bench import common
-from bench.webhook_load import Phase, build_batch, drive, event_templates
+from bench.webhook_load import Phase, build_batch, drive, event_templates, print_reference, reference_costs
 
 # Requests built per phase: it ends at its duration, or when a thread has sent all of its share.
 MAX_RATE = 4000
@@ -195,6 +195,7 @@ def medians(readings: Sequence[Reading]) -> Reading:
 
 def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float) -> dict[str, Any]:
     templates = event_templates()
+    reference = reference_costs(templates)  # before any server starts
     run_id = uuid.uuid4().hex[:6]
     readings: dict[tuple[str, int], list[Reading]] = {}
     acked: dict[str, list[str]] = {"ours": [], "baseline": [], "floor": []}
@@ -231,7 +232,7 @@ def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float
             for s in servers
             if s.name != "floor"  # stores nothing, by design
         }
-    return {"readings": {key: medians(rs) for key, rs in readings.items()}, "checks": checks}
+    return {"readings": {key: medians(rs) for key, rs in readings.items()}, "checks": checks, "reference": reference}
 
 
 def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.Namespace) -> bool:
@@ -282,6 +283,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
             for name, c in checks.items()
         ],
     )
+    print_reference(result["reference"])
     top, one = max(concurrencies), min(concurrencies)
     targets = [
         common.Target(
@@ -305,6 +307,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
             "args": vars(args),
             "readings": [vars(r) | {"cpu_ms_per_ack": r.cpu_ms_per_ack} for r in table.values()],
             "checks": checks,
+            "reference_us": result["reference"],
             "targets": [vars(t) | {"met": t.met} for t in targets],
         },
     )

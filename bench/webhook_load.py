@@ -12,11 +12,14 @@ import hashlib
 import hmac
 import json
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import stripe
 
 from bench import common
 
@@ -79,6 +82,51 @@ def build_batch(templates: Sequence[str], prefix: str, count: int, concurrency: 
         requests[n % concurrency].append(head.encode() + body)
         ids[n % concurrency].append(event_id)
     return Batch(requests, ids)
+
+
+# --- this machine against the issue's -----------------------------------------------------
+
+# What the issue measured on the machine its targets were set on, µs of CPU per 4 KB event.
+ISSUE_REFERENCE_US = {"stripe.Webhook.construct_event": 800.0, "WebhookSignature.verify_header + json.loads": 40.0}
+
+
+def reference_costs(templates: Sequence[str], rounds: int = 9, calls: int = 200) -> dict[str, float]:
+    """This machine's CPU µs for what the issue measured, on the fixture event nearest 4 KB; median of rounds.
+
+    Read beside the absolute targets: a slower or busier machine shows here.
+    construct_event allocates a tree of objects and varies more from round to round.
+    """
+    body = min(templates, key=lambda t: abs(len(t.encode()) - 4096)).replace(ID_PLACEHOLDER, "evt_" + "r" * 24)
+    stamp = int(time.time())
+    header = f"t={stamp},v1={hmac.new(common.SECRET.encode(), f'{stamp}.{body}'.encode(), hashlib.sha256).hexdigest()}"
+    operations = {
+        "stripe.Webhook.construct_event": lambda: stripe.Webhook.construct_event(body, header, common.SECRET),
+        "WebhookSignature.verify_header + json.loads": lambda: (
+            stripe.WebhookSignature.verify_header(body, header, common.SECRET, 300),
+            json.loads(body),
+        ),
+    }
+    costs = {}
+    for name, operation in operations.items():
+        samples = []
+        for _ in range(rounds):
+            began = time.process_time()
+            for _ in range(calls):
+                operation()
+            samples.append((time.process_time() - began) / calls * 1e6)
+        costs[name] = statistics.median(samples)
+    return costs
+
+
+def print_reference(costs: dict[str, float]) -> None:
+    common.print_table(
+        "This machine against the one the targets were set on (CPU µs per 4 KB event, median of 9 rounds)",
+        ["operation", "here", "the issue's", "here / issue's"],
+        [
+            [name, f"{us:.0f}", f"{ISSUE_REFERENCE_US[name]:.0f}", f"{us / ISSUE_REFERENCE_US[name]:.2f}"]
+            for name, us in costs.items()
+        ],
+    )
 
 
 # --- the load driver ------------------------------------------------------------------------
