@@ -14,9 +14,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 from conftest import load_fixture, make_event, post_event
+from psycopg_pool import ConnectionPool, PoolClosed
 
-from subsync import db
-from worker.apply import BATCH_OTHERS, apply_event
+from subsync import db, events
+from worker.apply import BATCH_OTHERS, _AppliedHere, apply_event
 
 GRACE = timedelta(hours=72)
 
@@ -260,3 +261,63 @@ def test_an_event_another_worker_holds_is_not_picked(client, conn, database_url)
         other.rollback()
     assert event_row(conn, held["id"])["status"] == "received"
     assert apply_with_others(held["id"]) == "processed"
+
+
+# --- A message for an event this process applied since it was sent skips without the database ---
+
+
+def never_opened_pool(database_url):
+    """A pool that fails any use: apply_event given it proves it made no round trip."""
+    return ConnectionPool(database_url, open=False)
+
+
+def test_a_message_sent_before_its_event_was_applied_here_skips_without_a_round_trip(client, conn, database_url):
+    first, second = customer_event(1), customer_event(2)
+    post_event(client, first)
+    post_event(client, second)
+    queued_at = int(time.time() * 1000) - 10_000  # both messages were queued before the worker got to them
+    assert apply_event(db.pool(), first["id"], grace=GRACE, others=BATCH_OTHERS, sent_at_ms=queued_at) == "processed"
+    assert event_row(conn, second["id"])["status"] == "processed"
+
+    unusable = never_opened_pool(database_url)
+    assert apply_event(unusable, second["id"], grace=GRACE, sent_at_ms=queued_at) == "skipped"
+    # Once: a second message for it (a duplicate send) goes through the claim, which finds it done.
+    with pytest.raises(PoolClosed):
+        apply_event(unusable, second["id"], grace=GRACE, sent_at_ms=queued_at)
+    assert apply_event(db.pool(), second["id"], grace=GRACE, sent_at_ms=queued_at) == "skipped"
+
+
+def test_a_replay_queued_after_the_apply_is_applied_again(client, conn):
+    first, second = customer_event(1), customer_event(2)
+    post_event(client, first)
+    post_event(client, second)
+    queued_at = int(time.time() * 1000) - 10_000
+    assert apply_event(db.pool(), first["id"], grace=GRACE, others=BATCH_OTHERS, sent_at_ms=queued_at) == "processed"
+
+    with db.pool().connection() as c:
+        assert events.reopen(c, [second["id"]]) == [second["id"]]  # `events replay`, then its message
+    replayed_at = int(time.time() * 1000)
+    assert apply_event(db.pool(), second["id"], grace=GRACE, sent_at_ms=replayed_at) == "processed"
+    row = event_row(conn, second["id"])
+    assert (row["status"], row["attempts"], row["replays"]) == ("processed", 2, 1)
+
+
+def test_a_message_sent_within_the_clock_margin_of_the_apply_goes_through_the_claim(client, conn, database_url):
+    first, second = customer_event(1), customer_event(2)
+    post_event(client, first)
+    post_event(client, second)
+    before = int(time.time() * 1000)
+    assert apply_event(db.pool(), first["id"], grace=GRACE, others=BATCH_OTHERS, sent_at_ms=before - 10_000) == (
+        "processed"
+    )
+    # Sent by a host whose clock may run behind: it could be a replay's.
+    with pytest.raises(PoolClosed):
+        apply_event(never_opened_pool(database_url), second["id"], grace=GRACE, sent_at_ms=before - 1_000)
+
+
+def test_this_process_remembers_a_bounded_number_of_applied_events():
+    applied = _AppliedHere(limit=2)
+    applied.add(["evt_a", "evt_b", "evt_c"], at_ms=10_000)
+    assert not applied.take("evt_a", sent_at_ms=0)  # forgotten: the claim decides
+    assert applied.take("evt_b", sent_at_ms=0)
+    assert applied.take("evt_c", sent_at_ms=0)

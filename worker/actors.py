@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from subsync import db
 from subsync.stripe_objects import MalformedObject
@@ -27,4 +28,11 @@ MAX_BACKOFF_MS = 30 * 60_000
     throws=(MalformedObject,),
 )
 def process_event(event_id: str) -> None:
-    apply.apply_event(db.pool(), event_id, grace=settings.grace_period, others=apply.BATCH_OTHERS)
+    message = CurrentMessage.get_current_message()
+    apply.apply_event(
+        db.pool(),
+        event_id,
+        grace=settings.grace_period,
+        others=apply.BATCH_OTHERS,
+        sent_at_ms=None if message is None else message.message_timestamp,
+    )

@@ -79,13 +79,63 @@ class _Excluded:
 
 _excluded = _Excluded(MAX_EXCLUDED)
 
+# Ids this process applied, with when; their own messages then skip without
+# the claim's round trip (about 9% of a burst's CPU per event, measured).
+# Bounded: forgetting one only costs that round trip.
+MAX_APPLIED_HERE = 20_000
+# Only a message sent this long before the apply is skipped: one sent after
+# it (a replay, the outbox sweep) must reach the claim even when its
+# sender's clock runs a little behind this host's.
+CLOCK_MARGIN_MS = 2_000
 
-def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta, others: int = 0) -> str:
+
+class _AppliedHere:
+    """The events this process applied, and when (thread-safe, bounded)."""
+
+    def __init__(self, limit: int) -> None:
+        self._at: OrderedDict[str, int] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def add(self, event_ids: list[str], at_ms: int) -> None:
+        with self._lock:
+            for event_id in event_ids:
+                self._at[event_id] = at_ms
+                self._at.move_to_end(event_id)
+            while len(self._at) > self._limit:
+                self._at.popitem(last=False)
+
+    def take(self, event_id: str, sent_at_ms: int) -> bool:
+        """True once if `event_id` was applied here after a message sent at `sent_at_ms`.
+
+        Such a message was queued for the state already applied (Stripe's
+        delivery, a sweep that raced the apply): the claim would find the
+        event done. One sent later may be for a replay of it, and goes on.
+        """
+        with self._lock:
+            applied_at = self._at.get(event_id)
+            if applied_at is None or sent_at_ms >= applied_at - CLOCK_MARGIN_MS:
+                return False
+            del self._at[event_id]
+            return True
+
+
+_applied_here = _AppliedHere(MAX_APPLIED_HERE)
+
+
+def apply_event(
+    pool: ConnectionPool[Any], event_id: str, *, grace: timedelta, others: int = 0, sent_at_ms: int | None = None
+) -> str:
     """Apply the stored event `event_id`, and up to `others` waiting ones; returns its outcome.
 
     The actor passes BATCH_OTHERS; a caller applying one chosen event (a
-    test, a tool) leaves the rest alone.
+    test, a tool) leaves the rest alone. The actor also passes when its
+    message was sent: a message for an event this process applied since is
+    skipped without a round trip.
     """
+    if sent_at_ms is not None and _applied_here.take(event_id, sent_at_ms):
+        log.debug("event_skipped", reason="applied by this process after the message was sent")
+        return "skipped"
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(event_id=event_id)
 
@@ -104,6 +154,7 @@ def apply_event(pool: ConnectionPool[Any], event_id: str, *, grace: timedelta, o
     outcomes = db.run(pool, claim_and_apply)
     if outcomes is None:
         return "skipped"
+    _applied_here.add([stored.id for stored, _ in outcomes], int(time.time() * 1000))
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
     own = "skipped"
     for stored, outcome in outcomes:

@@ -17,7 +17,7 @@ import dramatiq
 import redis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import CurrentMessage, Middleware
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -128,6 +128,8 @@ def make_broker(settings: config.Settings) -> RedisBroker:
     )
     broker.add_middleware(DatabasePool(settings))
     broker.add_middleware(LogContext())
+    # The actor reads its message's timestamp (worker.apply: skipping what this process applied).
+    broker.add_middleware(CurrentMessage())
     if worker_metrics_enabled():
         add_worker_metrics(broker)
     return broker
