@@ -17,7 +17,8 @@
 Why several at once: one commit (a WAL flush), one round of locks and one
 status update for many events is most of what a burst costs. The messages of
 the others still arrive; their claim waits while the batch holds the rows,
-then finds them done and skips.
+then finds them done and skips. A message that reaches the process that
+applied its event, and was sent before that, skips before the claim.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def apply_event(
     skipped without a round trip.
     """
     if sent_at_ms is not None and _applied_here.take(event_id, sent_at_ms):
-        log.debug("event_skipped", reason="applied by this process after the message was sent")
+        log.debug("event_skipped", event_id=event_id, reason="applied by this process after the message was sent")
         return "skipped"
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(event_id=event_id)
