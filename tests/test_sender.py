@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from subsync import logs
@@ -57,10 +58,10 @@ def test_a_full_backlog_takes_what_fits_and_leaves_the_rest_to_the_sweep(caplog)
     sender = BackgroundSender(send, limit=3)
     assert sender.submit(["evt_a"]) == 1
     # The thread holds evt_a while its send is stalled; the backlog takes 3 more.
-    for _ in range(100):
-        if sender._ids.qsize() == 0:
-            break
-        threading.Event().wait(0.01)
+    deadline = time.monotonic() + 10
+    while sender._ids.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sender._ids.qsize() == 0
     with caplog.at_level("WARNING"):
         assert sender.submit(["evt_b", "evt_c", "evt_d", "evt_e", "evt_f"]) == 3
     assert any(isinstance(r.msg, dict) and r.msg.get("event") == "send_backlog_full" for r in caplog.records)
