@@ -9,9 +9,11 @@ from .control import SimControl, SimControlError
 from .model import SimError
 from .server import create_app, start_in_thread
 from .shapes import BASIL, LEGACY
-from .state import DEFAULT_PRICE, YEARLY_PRICE, Simulator
+from .state import ADDON_MONTHLY_PRICE, ADDON_PRICE, DEFAULT_PRICE, YEARLY_PRICE, Simulator
 
 __all__ = [
+    "ADDON_MONTHLY_PRICE",
+    "ADDON_PRICE",
     "BASIL",
     "DEFAULT_PRICE",
     "LEGACY",

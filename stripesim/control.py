@@ -8,6 +8,8 @@ from typing import Any
 
 import requests
 
+from .control_extras import ExtrasControl
+
 JSON = dict[str, Any]
 
 
@@ -21,7 +23,7 @@ class SimControlError(RuntimeError):
         self.body = body
 
 
-class SimControl:
+class SimControl(ExtrasControl):
     """Drive a simulator over HTTP: ``SimControl("http://127.0.0.1:12111")``."""
 
     def __init__(self, base_url: str, timeout: float = 60.0, api_key: str = "sk_test_sim") -> None:
@@ -42,13 +44,16 @@ class SimControl:
     def close(self) -> None:
         self._http.close()
 
-    def stripe_client(self, max_network_retries: int | None = None, api_key: str | None = None) -> Any:
-        """A real ``stripe.StripeClient`` pointed at this simulator."""
+    def stripe_client(
+        self, max_network_retries: int | None = None, api_key: str | None = None, stripe_account: str | None = None
+    ) -> Any:
+        """A real ``stripe.StripeClient`` pointed at this simulator (acting for ``stripe_account`` if given)."""
         stripe = importlib.import_module("stripe")  # only for callers that want it
         return stripe.StripeClient(
             api_key or self.api_key,
             base_addresses={"api": self.base_url},
             max_network_retries=max_network_retries,
+            stripe_account=stripe_account,
         )
 
     # -- clock -----------------------------------------------------------------
@@ -74,8 +79,10 @@ class SimControl:
         trial_will_end_days: int | None = None,
         checkout_expiry: int | None = None,
         incomplete_expiry: int | None = None,
+        payment_events: bool | None = None,
     ) -> JSON:
-        """How dunning ends (``canceled``/``unpaid``/``past_due``) and the retry schedule (days after first failure)."""
+        """How dunning ends (``canceled``/``unpaid``/``past_due``), the retry schedule (days after first failure),
+        and whether payments emit their own events."""
         return self.call(
             "configure",
             dunning_end=dunning_end,
@@ -84,6 +91,7 @@ class SimControl:
             trial_will_end_days=trial_will_end_days,
             checkout_expiry=checkout_expiry,
             incomplete_expiry=incomplete_expiry,
+            payment_events=payment_events,
         )
 
     def configure_delivery(
@@ -92,15 +100,18 @@ class SimControl:
         urls: Iterable[str] | None = None,
         secret: str | None = None,
         seed: int | None = None,
+        thin_urls: Iterable[str] | None = None,
         **settings: Any,
     ) -> JSON:
-        """Endpoints, secret(s) and chaos: duplicate_rate, resend_rate, drop_rate, reorder_window,
-        delay, max_attempts, retry_initial, retry_factor, retry_max, timeout, paused, body_format."""
+        """Endpoints (``thin_urls``: thin payloads), secret(s) and chaos: duplicate_rate, resend_rate,
+        drop_rate, reorder_window, delay, max_attempts, retry_initial, retry_factor, retry_max, timeout,
+        paused, body_format, drop_types."""
         return self.call(
             "configure_delivery",
             urls=list(urls) if urls is not None else None,
             secret=secret,
             seed=seed,
+            thin_urls=list(thin_urls) if thin_urls is not None else None,
             **settings,
         )
 
@@ -122,12 +133,71 @@ class SimControl:
     def deliveries(self, event: str | None = None) -> list[JSON]:
         return list(self.call("deliveries", event=event)["deliveries"])
 
-    def events(self, type: str | None = None) -> list[JSON]:
-        """Every event ever emitted, oldest first (``type`` may use ``*``)."""
-        return list(self.call("events", type=type)["events"])
+    def events(self, type: str | None = None, account: str | None = None) -> list[JSON]:
+        """Every event ever emitted, oldest first (``type`` may use ``*``); ``account``: an id or ``"all"``."""
+        return list(self.call("events", type=type, account=account)["events"])
 
-    def truth(self, include: Iterable[str] | None = None) -> JSON:
-        return self.call("truth", include=list(include) if include is not None else None)
+    def truth(self, include: Iterable[str] | None = None, account: str | None = None) -> JSON:
+        """The objects of the platform, of ``account``, or of every account (``"all"``, each with its account)."""
+        return self.call("truth", include=list(include) if include is not None else None, account=account)
+
+    def thin_events(self, type: str | None = None, account: str | None = None) -> list[JSON]:
+        """Every thin event (``v2.core.event``), oldest first, as ``GET /v2/core/events/{id}`` shows it."""
+        return list(self.call("thin_events", type=type, account=account)["events"])
+
+    def fail_event_generation(
+        self,
+        type: str = "*",
+        *,
+        n: int = 1,
+        object: str | None = None,
+        account: str | None = None,
+        resolve_after: int | None = 3600,
+    ) -> JSON:
+        """Lose the next ``n`` v1 events of ``type``; their health events ``resolve_after`` seconds later
+        (None: at :meth:`resolve_event_generation_failures`)."""
+        return self.call(
+            "fail_event_generation",
+            type=type,
+            n=n,
+            object=object,
+            account=account,
+            resolve_after=-1 if resolve_after is None else resolve_after,
+        )
+
+    def resolve_event_generation_failures(self) -> list[JSON]:
+        return list(self.call("resolve_event_generation_failures")["events"])
+
+    def event_generation_failures(self) -> list[JSON]:
+        return list(self.call("event_generation_failures")["failures"])
+
+    # -- connected accounts ------------------------------------------------------
+    def create_account(
+        self,
+        *,
+        id: str | None = None,
+        type: str | None = None,
+        country: str | None = None,
+        email: str | None = None,
+        business_name: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> JSON:
+        return self.call(
+            "create_account",
+            id=id,
+            type=type,
+            country=country,
+            email=email,
+            business_name=business_name,
+            metadata=metadata,
+        )
+
+    def accounts(self) -> JSON:
+        """``{"platform": account, "accounts": [connected account, ...]}``."""
+        return self.call("accounts")
+
+    def deauthorize_account(self, account: str) -> JSON:
+        return self.call("deauthorize_account", account=account)
 
     # -- catalogue / customers -----------------------------------------------------
     def create_price(
@@ -139,6 +209,7 @@ class SimControl:
         currency: str = "usd",
         id: str | None = None,
         product_name: str | None = None,
+        account: str | None = None,
     ) -> JSON:
         return self.call(
             "create_price",
@@ -148,6 +219,7 @@ class SimControl:
             currency=currency,
             id=id,
             product_name=product_name,
+            account=account,
         )
 
     def create_customer(
@@ -156,8 +228,9 @@ class SimControl:
         name: str | None = None,
         metadata: dict[str, str] | None = None,
         id: str | None = None,
+        account: str | None = None,
     ) -> JSON:
-        return self.call("create_customer", email=email, name=name, metadata=metadata, id=id)
+        return self.call("create_customer", email=email, name=name, metadata=metadata, id=id, account=account)
 
     def update_customer(
         self,
@@ -167,19 +240,28 @@ class SimControl:
         name: str | None = None,
         description: str | None = None,
         metadata: dict[str, str] | None = None,
+        account: str | None = None,
     ) -> JSON:
         return self.call(
-            "update_customer", customer=customer, email=email, name=name, description=description, metadata=metadata
+            "update_customer",
+            customer=customer,
+            email=email,
+            name=name,
+            description=description,
+            metadata=metadata,
+            account=account,
         )
 
-    def delete_customer(self, customer: str) -> JSON:
-        return self.call("delete_customer", customer=customer)
+    def delete_customer(self, customer: str, *, account: str | None = None) -> JSON:
+        return self.call("delete_customer", customer=customer, account=account)
 
-    def fail_next_payments(self, customer: str, n: int = 1, until_new_card: bool = False) -> JSON:
-        return self.call("fail_next_payments", customer=customer, n=n, until_new_card=until_new_card)
+    def fail_next_payments(
+        self, customer: str, n: int = 1, until_new_card: bool = False, *, account: str | None = None
+    ) -> JSON:
+        return self.call("fail_next_payments", customer=customer, n=n, until_new_card=until_new_card, account=account)
 
-    def attach_new_card(self, customer: str) -> JSON:
-        return self.call("attach_new_card", customer=customer)
+    def attach_new_card(self, customer: str, *, account: str | None = None) -> JSON:
+        return self.call("attach_new_card", customer=customer, account=account)
 
     # -- subscriptions -----------------------------------------------------------
     def create_subscription(
@@ -188,10 +270,13 @@ class SimControl:
         price: str | None = None,
         *,
         trial_days: int | None = None,
-        trial_end: int | None = None,
+        trial_end: int | str | None = None,
         payment_behavior: str | None = None,
         metadata: dict[str, str] | None = None,
         quantity: int | None = None,
+        items: list[dict[str, Any]] | None = None,
+        billing_mode: str | None = None,
+        account: str | None = None,
     ) -> JSON:
         return self.call(
             "create_subscription",
@@ -202,10 +287,57 @@ class SimControl:
             payment_behavior=payment_behavior,
             metadata=metadata,
             quantity=quantity,
+            items=items,
+            billing_mode=billing_mode,
+            account=account,
+        )
+
+    def update_subscription_items(
+        self,
+        subscription: str,
+        *,
+        add: list[dict[str, Any]] | None = None,
+        remove: list[str] | None = None,
+        quantities: dict[str, int] | None = None,
+        account: str | None = None,
+        prices: dict[str, str] | None = None,
+    ) -> JSON:
+        return self.call(
+            "update_subscription_items",
+            subscription=subscription,
+            add=add,
+            remove=remove,
+            quantities=quantities,
+            account=account,
+            prices=prices,
+        )
+
+    def change_subscription_price(
+        self,
+        subscription: str,
+        price: str,
+        *,
+        item: str | None = None,
+        quantity: int | None = None,
+        account: str | None = None,
+    ) -> JSON:
+        return self.call(
+            "change_subscription_price",
+            subscription=subscription,
+            price=price,
+            item=item,
+            quantity=quantity,
+            account=account,
         )
 
     def cancel(
-        self, subscription: str, *, at_period_end: bool = False, comment: str | None = None, feedback: str | None = None
+        self,
+        subscription: str,
+        *,
+        at_period_end: bool = False,
+        comment: str | None = None,
+        feedback: str | None = None,
+        account: str | None = None,
     ) -> JSON:
         return self.call(
             "cancel_subscription",
@@ -213,24 +345,43 @@ class SimControl:
             at_period_end=at_period_end,
             comment=comment,
             feedback=feedback,
+            account=account,
         )
 
-    def uncancel(self, subscription: str) -> JSON:
-        return self.call("uncancel_subscription", subscription=subscription)
+    def uncancel(self, subscription: str, *, account: str | None = None) -> JSON:
+        return self.call("uncancel_subscription", subscription=subscription, account=account)
 
-    def update_subscription_metadata(self, subscription: str, metadata: dict[str, str]) -> JSON:
-        return self.call("update_subscription_metadata", subscription=subscription, metadata=metadata)
+    def update_subscription_metadata(
+        self, subscription: str, metadata: dict[str, str], *, account: str | None = None
+    ) -> JSON:
+        return self.call("update_subscription_metadata", subscription=subscription, metadata=metadata, account=account)
 
-    def pause(self, subscription: str) -> JSON:
-        return self.call("pause_subscription", subscription=subscription)
+    def pause(self, subscription: str, *, account: str | None = None) -> JSON:
+        return self.call("pause_subscription", subscription=subscription, account=account)
 
-    def resume(self, subscription: str) -> JSON:
-        return self.call("resume_subscription", subscription=subscription)
+    def resume(self, subscription: str, *, account: str | None = None) -> JSON:
+        return self.call("resume_subscription", subscription=subscription, account=account)
 
     def pay_open_invoice(
-        self, subscription: str | None = None, *, invoice: str | None = None, new_card: bool = True
+        self,
+        subscription: str | None = None,
+        *,
+        invoice: str | None = None,
+        new_card: bool = True,
+        account: str | None = None,
     ) -> JSON:
-        return self.call("pay_open_invoice", subscription=subscription, invoice=invoice, new_card=new_card)
+        return self.call(
+            "pay_open_invoice", subscription=subscription, invoice=invoice, new_card=new_card, account=account
+        )
+
+    def finalize_invoice(self, invoice: str, *, auto_advance: bool | None = None, account: str | None = None) -> JSON:
+        return self.call("finalize_invoice", invoice=invoice, auto_advance=auto_advance, account=account)
+
+    def void_invoice(self, invoice: str, *, account: str | None = None) -> JSON:
+        return self.call("void_invoice", invoice=invoice, account=account)
+
+    def mark_uncollectible(self, invoice: str, *, account: str | None = None) -> JSON:
+        return self.call("mark_uncollectible", invoice=invoice, account=account)
 
     def bulk_create(
         self,
@@ -244,9 +395,11 @@ class SimControl:
         with_invoices: bool = True,
         return_ids: bool = True,
         quiet: bool | None = None,
+        account: str | None = None,
     ) -> JSON:
         return self.call(
             "bulk_create",
+            account=account,
             quiet=quiet,
             n=n,
             price=price,
@@ -271,9 +424,11 @@ class SimControl:
         trial_days: int | None = None,
         metadata: dict[str, str] | None = None,
         client_reference_id: str | None = None,
+        account: str | None = None,
     ) -> JSON:
         return self.call(
             "create_checkout_session",
+            account=account,
             mode=mode,
             customer=customer,
             customer_email=customer_email,
@@ -285,11 +440,13 @@ class SimControl:
             client_reference_id=client_reference_id,
         )
 
-    def complete_checkout_session(self, session: str, *, async_payment: bool = False) -> JSON:
-        return self.call("complete_checkout_session", session=session, async_payment=async_payment)
+    def complete_checkout_session(
+        self, session: str, *, async_payment: bool = False, account: str | None = None
+    ) -> JSON:
+        return self.call("complete_checkout_session", session=session, async_payment=async_payment, account=account)
 
-    def checkout_async_payment(self, session: str, *, succeeded: bool = True) -> JSON:
-        return self.call("checkout_async_payment", session=session, succeeded=succeeded)
+    def checkout_async_payment(self, session: str, *, succeeded: bool = True, account: str | None = None) -> JSON:
+        return self.call("checkout_async_payment", session=session, succeeded=succeeded, account=account)
 
-    def expire_checkout_session(self, session: str) -> JSON:
-        return self.call("expire_checkout_session", session=session)
+    def expire_checkout_session(self, session: str, *, account: str | None = None) -> JSON:
+        return self.call("expire_checkout_session", session=session, account=account)

@@ -10,7 +10,16 @@ Chaos (all off by default; decisions come from one seeded ``random.Random``):
 * ``duplicate_rate``: the same event (same id) is delivered a second time;
 * ``drop_rate``: the event is never delivered (it is still in ``GET /v1/events``);
 * ``reorder_window``: deliveries are shuffled in batches of N events;
-* ``delay``: seconds each delivery waits before its first attempt.
+* ``delay``: seconds each delivery waits before its first attempt;
+* ``drop_types``: patterns (``*`` wildcards) of event types never delivered
+  (still in ``GET /v1/events``); a thin event matches by its own type or, for
+  a v1 resource, by the snapshot type it stands for (``invoice.*`` drops
+  ``v1.invoice.paid`` too).
+
+Endpoints take snapshot payloads (the v1 ``Event``) or thin ones (a
+``v2.core.event``); an event of either kind goes to the endpoints of its
+kind, a snapshot's thin twin (``thin_of``) to the thin ones, each with chaos
+decided on its own.
 
 ``resend_rate`` (a second event with a new id and the same data) is applied by
 the simulator, which owns the events; it asks :meth:`WebhookDelivery.roll`.
@@ -18,6 +27,7 @@ the simulator, which owns the events; it asks :meth:`WebhookDelivery.roll`.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import heapq
 import hmac
@@ -26,6 +36,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -50,6 +61,7 @@ class DeliverySettings:
     paused: bool = False
     body_format: str = "compact"  # or "pretty" (2-space indent)
     concurrency: int = 1  # deliveries in flight at once, as Stripe sends them in parallel
+    drop_types: list[str] = field(default_factory=list)  # event type patterns never delivered
 
 
 @dataclass
@@ -94,6 +106,9 @@ class WebhookDelivery:
     ) -> None:
         self.settings = settings or DeliverySettings()
         self.endpoints: list[Endpoint] = list(endpoints or [])
+        self.thin_endpoints: list[Endpoint] = []  # destinations of thin payloads
+        # the thin twin of a snapshot event, for the thin endpoints; set by the simulator
+        self.thin_of: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.rng = SeededRandom(seed)
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, _Item]] = []
@@ -123,6 +138,8 @@ class WebhookDelivery:
         for key in changes:
             if key not in known:
                 raise ValueError(f"unknown delivery setting {key!r}")
+        if isinstance(changes.get("drop_types"), str):
+            changes["drop_types"] = [changes["drop_types"]]
         with self._cond:
             for key, value in changes.items():
                 setattr(self.settings, key, value)
@@ -137,6 +154,10 @@ class WebhookDelivery:
         with self._cond:
             self.endpoints = list(endpoints)
 
+    def set_thin_endpoints(self, endpoints: list[Endpoint]) -> None:
+        with self._cond:
+            self.thin_endpoints = list(endpoints)
+
     def settings_dict(self) -> dict[str, Any]:
         return asdict(self.settings)
 
@@ -149,35 +170,65 @@ class WebhookDelivery:
 
     # -- queueing ------------------------------------------------------------
     def submit(self, event: dict[str, Any], *, resent: bool = False) -> None:
-        """Queue ``event`` for every endpoint, applying drop/duplicate/reorder."""
+        """Queue ``event`` for every endpoint of its kind (and its thin twin for the thin ones), with chaos."""
         with self._cond:
-            if not self.endpoints:
-                return
-            self.counters["submitted"] += 1
-            if resent:
-                self.counters["resent"] += 1
-            s = self.settings
-            if s.drop_rate > 0 and self.rng.random() < s.drop_rate:
-                self.counters["dropped"] += 1
-                self.log.append({"event": event["id"], "type": event["type"], "result": "dropped"})
-                return
-            copies = ["original"]
-            if s.duplicate_rate > 0 and self.rng.random() < s.duplicate_rate:
-                copies.append("duplicate")
-                self.counters["duplicated"] += 1
-            for copy in copies:
-                for ep in self.endpoints:
-                    item = _Item(event=event, endpoint=ep, copy=copy)
-                    if s.reorder_window and s.reorder_window > 1:
-                        if not self._staging:
-                            self._staging_since = time.monotonic()
-                        self._staging.append(item)
-                    else:
-                        self._push(item, time.monotonic() + s.delay)
-            if s.reorder_window > 1 and len(self._staging) >= s.reorder_window:
-                self._release_staging()
-            self._ensure_thread()
-            self._cond.notify_all()
+            queued = False
+            if event.get("object") == "v2.core.event":
+                queued = self._submit_to(event, self.thin_endpoints, resent)
+            else:
+                queued = self._submit_to(event, self.endpoints, resent)
+                if self.thin_endpoints and self.thin_of is not None:
+                    thin = self.thin_of(event)
+                    if thin is not None:
+                        queued = self._submit_to(thin, self.thin_endpoints, resent) or queued
+            if queued:
+                self._ensure_thread()
+                self._cond.notify_all()
+
+    def _type_dropped(self, event: dict[str, Any]) -> bool:
+        patterns = self.settings.drop_types
+        if not patterns:
+            return False
+        names = [event["type"]]
+        if event["type"].startswith("v1."):
+            names.append(event["type"][3:])
+        return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
+
+    def _submit_to(self, event: dict[str, Any], endpoints: list[Endpoint], resent: bool) -> bool:
+        """Apply drop/duplicate/reorder to one event for ``endpoints``; True when something was queued."""
+        if not endpoints:
+            return False
+        self.counters["submitted"] += 1
+        if resent:
+            self.counters["resent"] += 1
+        s = self.settings
+        thin = event.get("object") == "v2.core.event"
+        by_type = self._type_dropped(event)
+        if by_type or (s.drop_rate > 0 and self.rng.random() < s.drop_rate):
+            self.counters["dropped"] += 1
+            record: dict[str, Any] = {"event": event["id"], "type": event["type"], "result": "dropped"}
+            if by_type:
+                record["reason"] = "drop_types"
+            if thin:
+                record["payload"] = "thin"
+            self.log.append(record)
+            return False
+        copies = ["original"]
+        if s.duplicate_rate > 0 and self.rng.random() < s.duplicate_rate:
+            copies.append("duplicate")
+            self.counters["duplicated"] += 1
+        for copy in copies:
+            for ep in endpoints:
+                item = _Item(event=event, endpoint=ep, copy=copy)
+                if s.reorder_window and s.reorder_window > 1:
+                    if not self._staging:
+                        self._staging_since = time.monotonic()
+                    self._staging.append(item)
+                else:
+                    self._push(item, time.monotonic() + s.delay)
+        if s.reorder_window > 1 and len(self._staging) >= s.reorder_window:
+            self._release_staging()
+        return True
 
     def _push(self, item: _Item, due: float) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), item))
@@ -256,21 +307,22 @@ class WebhookDelivery:
         except requests.RequestException as exc:
             error = type(exc).__name__
         ok = status is not None and 200 <= status < 300
+        record: dict[str, Any] = {
+            "event": item.event["id"],
+            "type": item.event["type"],
+            "url": item.endpoint.url,
+            "attempt": item.attempt,
+            "copy": item.copy,
+            "status": status,
+            "error": error,
+            "result": "delivered" if ok else "error",
+            "at": time.time(),
+        }
+        if item.event.get("object") == "v2.core.event":
+            record["payload"] = "thin"
         with self._cond:
             self.counters["attempts"] += 1
-            self.log.append(
-                {
-                    "event": item.event["id"],
-                    "type": item.event["type"],
-                    "url": item.endpoint.url,
-                    "attempt": item.attempt,
-                    "copy": item.copy,
-                    "status": status,
-                    "error": error,
-                    "result": "delivered" if ok else "error",
-                    "at": time.time(),
-                }
-            )
+            self.log.append(record)
             if ok:
                 self.counters["delivered"] += 1
             elif item.attempt < s.max_attempts:

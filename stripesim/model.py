@@ -21,6 +21,7 @@ class SimError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        doc_url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -28,11 +29,14 @@ class SimError(Exception):
         self.type = type
         self.code = code
         self.param = param
+        self.doc_url = doc_url
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"type": self.type, "message": self.message}
         if self.code is not None:
             err["code"] = self.code
+        if self.doc_url is not None:
+            err["doc_url"] = self.doc_url
         if self.param is not None:
             err["param"] = self.param
         return {"error": err}
@@ -79,19 +83,43 @@ class Customer:
     default_payment_method: str | None = None
 
 
+SUB_STATUSES = (
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+)
+LIVE_STATUSES = ("trialing", "active", "past_due", "unpaid", "paused", "incomplete")
+
+
+@dataclass(slots=True)
+class SubItem:
+    """A subscription item: one price, its quantity and its own billing period (basil+ shows it per item)."""
+
+    id: str
+    price: str
+    quantity: int
+    created: int
+    current_period_start: int
+    current_period_end: int
+    cycle: int = 0  # periods of its interval elapsed since the subscription's billing_cycle_anchor
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Subscription:
     id: str
     customer: str
-    price: str
-    item_id: str
+    items: list[SubItem]
     status: str
     created: int
     start_date: int
     billing_cycle_anchor: int
-    current_period_start: int
-    current_period_end: int
-    cycle: int = 0  # periods elapsed since billing_cycle_anchor
+    billing_mode: str = "classic"  # or flexible: items may then have different intervals
     cancel_at_period_end: bool = False
     cancel_at: int | None = None
     canceled_at: int | None = None
@@ -103,9 +131,52 @@ class Subscription:
     cancellation_reason: str | None = None
     cancellation_comment: str | None = None
     cancellation_feedback: str | None = None
-    quantity: int = 1
     token: int = 0  # bumps when scheduled actions must be forgotten
     quiet: bool = False  # its timed changes happen without events (bulk populations)
+
+    @property
+    def first_to_renew(self) -> SubItem:
+        """The item whose period ends first (the first listed among equals)."""
+        return min(self.items, key=lambda it: it.current_period_end)
+
+    @property
+    def current_period_start(self) -> int:
+        """The subscription's period is that of the item that renews first, as pre-basil versions show it."""
+        return self.first_to_renew.current_period_start
+
+    @property
+    def current_period_end(self) -> int:
+        return self.first_to_renew.current_period_end
+
+    @property
+    def price(self) -> str:
+        return self.items[0].price
+
+    def has_price(self, price: str) -> bool:
+        return any(it.price == price for it in self.items)
+
+    def item(self, ident: str) -> SubItem | None:
+        return next((it for it in self.items if it.id == ident), None)
+
+
+@dataclass(slots=True)
+class InvoiceLine:
+    """One line of a subscription invoice: an item billed for its period, or a pending invoice item."""
+
+    id: str
+    subscription_item: str | None
+    price: str  # "" on an invoice item's line
+    quantity: int
+    unit_amount: int
+    period_start: int
+    period_end: int
+    invoice_item: str | None = None
+    description: str | None = None
+    item_subscription: str | None = None  # the subscription an invoice item was made for
+
+    @property
+    def amount(self) -> int:
+        return self.unit_amount * self.quantity
 
 
 @dataclass(slots=True)
@@ -113,8 +184,6 @@ class Invoice:
     id: str
     customer: str
     subscription: str | None
-    subscription_item: str | None
-    price: str
     status: str  # draft, open, paid, void, uncollectible
     amount_due: int
     currency: str
@@ -122,9 +191,7 @@ class Invoice:
     billing_reason: str
     period_start: int
     period_end: int
-    line_id: str
-    line_start: int
-    line_end: int
+    lines: list[InvoiceLine]
     number: str | None = None
     amount_paid: int = 0
     attempt_count: int = 0
@@ -148,6 +215,20 @@ class Invoice:
         if self.status in ("paid", "void"):
             return 0
         return self.amount_due - self.amount_paid
+
+
+@dataclass(slots=True)
+class Account:
+    """A connected account (Connect): its objects live in a ledger of their own."""
+
+    id: str
+    created: int
+    type: str  # standard, express, custom
+    country: str
+    email: str | None
+    business_name: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+    deauthorized: bool = False
 
 
 @dataclass(slots=True)
@@ -193,3 +274,8 @@ def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
     month += 1
     day = min(base.day, calendar.monthrange(year, month)[1])
     return int(base.replace(year=year, month=month, day=day).timestamp())
+
+
+def redact_key(key: str) -> str:
+    """An API key as Stripe quotes it in errors: prefix and last four characters, the rest starred."""
+    return key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else "*" * len(key)

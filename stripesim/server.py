@@ -3,89 +3,47 @@
 Every response carries ``Date`` set to the SIMULATED clock (RFC 1123) and a
 ``Request-Id``. ``/v1`` requests need ``Authorization: Bearer <api_key>`` (or
 HTTP basic with the key as user name); injected rate limiting answers 429
-with ``Stripe-Should-Retry: true``. ``/_sim`` needs no key.
+with ``Stripe-Should-Retry: true``. A ``Stripe-Account`` header makes the
+request act for that connected account; one the key cannot reach answers 403
+``account_invalid``, as Stripe does; ``Stripe-Context`` (which supersedes it,
+and is what thin events name) selects the account as well. ``/v2/core/events``
+serves thin events. ``/_sim`` needs no key.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import re
 import threading
 import uuid
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from .model import SimError
+from .api import Expander, register_api
+from .api_billing import register_accounts_api, register_billing_api
+from .api_entitlements import register_entitlements_api, register_invoice_items_api
+from .api_invoices import register_invoice_actions_api
+from .api_money import register_money_api
+from .api_v2 import register_v2_api
+from .control_extras import extra_operations
+from .control_ops import EVENT_READ_ONLY_OPS, event_and_invoice_operations
+from .idempotency import register_idempotency
+from .model import SimError, redact_key
+from .params import JSON, json_response, parse_params
 from .state import Simulator
 
-JSON = dict[str, Any]
-_BRACKET = re.compile(r"^([A-Za-z0-9_]+)\[([A-Za-z0-9_]*)\](.*)$")
-
-
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(json.dumps(obj), status=status, mimetype="application/json")
+__all__ = ["create_app", "make_sim_server", "parse_params", "start_in_thread"]
 
 
 def _error(err: SimError) -> Response:
-    resp = _json(err.body(), err.status)
+    resp = json_response(err.body(), err.status)
     if err.status == 429:
         resp.headers["Stripe-Should-Retry"] = "true"
     return resp
-
-
-def parse_params(pairs: list[tuple[str, list[str]]]) -> JSON:
-    """Decode Stripe's bracket encoding: ``types[0]=a``, ``types[]=a``, ``created[gte]=1``, ``metadata[k]=v``."""
-    out: JSON = {}
-    for key, values in pairs:
-        m = _BRACKET.match(key)
-        if not m:
-            out[key] = values[-1]
-            continue
-        name, inner, rest = m.groups()
-        if inner == "" or inner.isdigit():
-            out.setdefault(name, []).extend(values)
-        elif rest:
-            out.setdefault(name, {})[inner] = values[-1]  # deeper nesting: keep one level
-        else:
-            out.setdefault(name, {})[inner] = values[-1]
-    return out
-
-
-def _int(params: JSON, name: str) -> int | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SimError(f"Invalid integer: {value}", code="parameter_invalid_integer", param=name) from None
-
-
-def _created(params: JSON) -> dict[str, int] | None:
-    value = params.get("created")
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        try:
-            return {k: int(v) for k, v in value.items()}
-        except ValueError:
-            raise SimError("Invalid integer in created", param="created") from None
-    try:
-        return {"eq": int(value)}
-    except (TypeError, ValueError):
-        raise SimError(f"Invalid integer: {value}", param="created") from None
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).lower() in ("true", "1", "yes")
 
 
 def _api_key() -> str | None:
@@ -101,62 +59,14 @@ def _api_key() -> str | None:
     return None
 
 
-def _redact(key: str) -> str:
-    return key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else "*" * len(key)
-
-
-class _Expander:
-    """``expand[]=latest_invoice`` and friends: replace an id by its object."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-
-    def fetch(self, ident: str) -> JSON | None:
-        getters: list[tuple[str, Callable[[str], JSON]]] = [
-            ("sub_", self.sim.get_subscription),
-            ("in_", self.sim.get_invoice),
-            ("cus_", self.sim.get_customer),
-            ("cs_", self.sim.get_checkout_session),
-            ("price_", self.sim.get_price),
-        ]
-        for prefix, get in getters:
-            if ident.startswith(prefix):
-                try:
-                    return get(ident)
-                except SimError:
-                    return None
-        return None
-
-    def apply(self, obj: JSON, paths: list[str]) -> JSON:
-        for path in paths:
-            self._apply_path(obj, path.split("."))
-        return obj
-
-    def _apply_path(self, obj: Any, parts: list[str]) -> None:
-        if not parts or not isinstance(obj, dict):
-            return
-        head, rest = parts[0], parts[1:]
-        if head == "data" and isinstance(obj.get("data"), list):
-            for item in obj["data"]:
-                self._apply_path(item, rest)
-            return
-        value = obj.get(head)
-        if isinstance(value, str) and not rest:
-            full = self.fetch(value)
-            if full is not None:
-                obj[head] = full
-        elif isinstance(value, dict):
-            self._apply_path(value, rest)
-
-
 def create_app(sim: Simulator) -> Flask:
     """The Flask app serving ``sim``."""
     app = Flask("stripesim")
-    expander = _Expander(sim)
+    expander = Expander(sim)
 
     @app.before_request
     def _auth_and_limits() -> Response | None:
-        if not request.path.startswith("/v1/"):
+        if not request.path.startswith(("/v1/", "/v2/")):
             return None
         key = _api_key()
         if key is None:
@@ -168,7 +78,16 @@ def create_app(sim: Simulator) -> Flask:
                 )
             )
         if key != sim.api_key:
-            return _error(SimError(f"Invalid API Key provided: {_redact(key)}", status=401))
+            return _error(SimError(f"Invalid API Key provided: {redact_key(key)}", status=401))
+        account = request.headers.get("Stripe-Account", "").strip() or None
+        context = request.headers.get("Stripe-Context", "").strip()
+        if context:
+            account = context.split("/")[-1] or None  # the last segment is the account acted for
+        try:
+            sim.account_access(account)
+        except SimError as err:
+            return _error(err)
+        g.stripe_account = None if account == sim.platform_id else account
         if sim.take_rate_limit():
             return _error(
                 SimError(
@@ -199,129 +118,23 @@ def create_app(sim: Simulator) -> Flask:
             msg = f"Unrecognized request URL ({request.method}: {request.path})."
         else:
             msg = err.description or "error"
-        return _json({"error": {"type": "invalid_request_error", "message": msg}}, status)
+        return json_response({"error": {"type": "invalid_request_error", "message": msg}}, status)
 
-    _register_api(app, sim, expander)
+    register_api(app, sim, expander)
+    register_billing_api(app, sim, expander)
+    register_accounts_api(app, sim)
+    register_invoice_actions_api(app, sim, expander)
+    register_v2_api(app, sim)
+    register_money_api(app, sim, expander)
+    register_entitlements_api(app, sim, expander)
+    register_invoice_items_api(app, sim, expander)
+    register_idempotency(app, sim)
     _register_control(app, sim)
     return app
 
 
-def _params() -> JSON:
-    pairs = list(request.args.lists())
-    if request.method in ("POST", "DELETE") and request.form:
-        pairs += list(request.form.lists())
-    return parse_params(pairs)
-
-
-def _register_api(app: Flask, sim: Simulator, expander: _Expander) -> None:
-    params = _params
-
-    def expanded(obj: JSON, p: JSON) -> Response:
-        paths = p.get("expand") or []
-        if isinstance(paths, str):
-            paths = [paths]
-        return _json(expander.apply(obj, paths) if paths else obj)
-
-    @app.get("/v1/subscriptions")
-    def list_subscriptions() -> Response:
-        p = params()
-        out = sim.list_subscriptions(
-            status=p.get("status"),
-            customer=p.get("customer"),
-            price=p.get("price"),
-            limit=_int(p, "limit"),
-            starting_after=p.get("starting_after") or None,
-            ending_before=p.get("ending_before") or None,
-            created=_created(p),
-        )
-        return expanded(out, p)
-
-    @app.get("/v1/subscriptions/<ident>")
-    def get_subscription(ident: str) -> Response:
-        return expanded(sim.get_subscription(ident), params())
-
-    @app.post("/v1/subscriptions/<ident>")
-    def update_subscription(ident: str) -> Response:
-        p = params()
-        current = sim.get_subscription(ident)
-        if "cancel_at_period_end" in p:
-            wanted = _bool(p["cancel_at_period_end"])
-            if wanted and not current["cancel_at_period_end"]:
-                sim.cancel_subscription(ident, at_period_end=True)
-            elif not wanted and current["cancel_at_period_end"]:
-                sim.uncancel_subscription(ident)
-        if isinstance(p.get("metadata"), dict):
-            sim.update_subscription_metadata(ident, p["metadata"])
-        return expanded(sim.get_subscription(ident), p)
-
-    @app.delete("/v1/subscriptions/<ident>")
-    def cancel_subscription(ident: str) -> Response:
-        sim.get_subscription(ident)
-        return expanded(sim.cancel_subscription(ident), params())
-
-    @app.get("/v1/invoices")
-    def list_invoices() -> Response:
-        p = params()
-        out = sim.list_invoices(
-            subscription=p.get("subscription"),
-            customer=p.get("customer"),
-            status=p.get("status"),
-            limit=_int(p, "limit"),
-            starting_after=p.get("starting_after") or None,
-            ending_before=p.get("ending_before") or None,
-        )
-        return expanded(out, p)
-
-    @app.get("/v1/invoices/<ident>")
-    def get_invoice(ident: str) -> Response:
-        return expanded(sim.get_invoice(ident), params())
-
-    @app.get("/v1/customers")
-    def list_customers() -> Response:
-        p = params()
-        out = sim.list_customers(
-            email=p.get("email"),
-            limit=_int(p, "limit"),
-            starting_after=p.get("starting_after") or None,
-            ending_before=p.get("ending_before") or None,
-        )
-        return _json(out)
-
-    @app.get("/v1/customers/<ident>")
-    def get_customer(ident: str) -> Response:
-        return _json(sim.get_customer(ident))
-
-    @app.get("/v1/checkout/sessions/<ident>")
-    def get_checkout_session(ident: str) -> Response:
-        return expanded(sim.get_checkout_session(ident), params())
-
-    @app.get("/v1/prices/<ident>")
-    def get_price(ident: str) -> Response:
-        return _json(sim.get_price(ident))
-
-    @app.get("/v1/events")
-    def list_events() -> Response:
-        p = params()
-        types = p.get("types")
-        if isinstance(types, str):
-            types = [types]
-        out = sim.list_events(
-            type=p.get("type"),
-            types=types,
-            created=_created(p),
-            limit=_int(p, "limit"),
-            starting_after=p.get("starting_after") or None,
-            ending_before=p.get("ending_before") or None,
-        )
-        return _json(out)
-
-    @app.get("/v1/events/<ident>")
-    def get_event(ident: str) -> Response:
-        return _json(sim.get_event(ident))
-
-
 def _register_control(app: Flask, sim: Simulator) -> None:
-    ops = control_operations(sim)
+    ops = {**control_operations(sim), **event_and_invoice_operations(sim)}
 
     @app.post("/_sim/<op>")
     def control(op: str) -> Response:
@@ -335,21 +148,23 @@ def _register_control(app: Flask, sim: Simulator) -> None:
             result = fn(**body)
         except TypeError as exc:
             raise SimError(f"Bad arguments for {op}: {exc}", param="body") from None
-        return _json(result)
+        return json_response(result)
 
     @app.get("/_sim/<op>")
     def control_read(op: str) -> Response:
         if op not in READ_ONLY_OPS:
             raise SimError(f"Use POST for /_sim/{op}", status=405)
         args = dict(request.args.items())
-        return _json(ops[op](**args))
+        return json_response(ops[op](**args))
 
     @app.get("/_sim")
     def control_index() -> Response:
-        return _json({"operations": sorted(ops), "read_only": sorted(READ_ONLY_OPS)})
+        return json_response({"operations": sorted(ops), "read_only": sorted(READ_ONLY_OPS)})
 
 
-READ_ONLY_OPS = frozenset({"truth", "settings", "clock", "stats", "deliveries", "events"})
+READ_ONLY_OPS = (
+    frozenset({"truth", "settings", "clock", "stats", "deliveries", "events", "accounts"}) | EVENT_READ_ONLY_OPS
+)
 
 
 def control_operations(sim: Simulator) -> dict[str, Callable[..., Any]]:
@@ -359,18 +174,21 @@ def control_operations(sim: Simulator) -> dict[str, Callable[..., Any]]:
         ok = sim.flush(float(timeout))
         return {"flushed": ok, "stats": sim.delivery_stats()}
 
-    def truth(include: Any = None) -> JSON:
+    def truth(include: Any = None, account: str | None = None) -> JSON:
         if include is None:
-            return sim.truth()
+            return sim.truth(account=account)
         if isinstance(include, str):
             include = include.split(",")
-        return sim.truth(include=include)
+        return sim.truth(include=include, account=account)
 
     def deliveries(event: str | None = None) -> JSON:
         return {"deliveries": sim.delivery.deliveries(event)}
 
-    def events(type: str | None = None) -> JSON:
-        return {"events": sim.all_events(type)}
+    def events(type: str | None = None, account: str | None = None) -> JSON:
+        return {"events": sim.all_events(type, account=account)}
+
+    def accounts() -> JSON:
+        return {"platform": sim.get_account(None), "accounts": sim.list_accounts(limit=100)["data"]}
 
     def advance(seconds: int = 0, days: float = 0, hours: float = 0) -> JSON:
         return sim.advance(int(seconds) + int(float(days) * 86400) + int(float(hours) * 3600))
@@ -379,7 +197,7 @@ def control_operations(sim: Simulator) -> dict[str, Callable[..., Any]]:
         sim.delivery.reset_counters()
         return sim.delivery_stats()
 
-    return {
+    ops: dict[str, Callable[..., Any]] = {
         "advance": advance,
         "advance_to": lambda ts: sim.advance_to(int(ts)),
         "clock": lambda: {"now": sim.now(), "next_due": sim.next_due()},
@@ -411,7 +229,13 @@ def control_operations(sim: Simulator) -> dict[str, Callable[..., Any]]:
         "checkout_async_payment": sim.checkout_async_payment,
         "expire_checkout_session": sim.expire_checkout_session,
         "bulk_create": sim.bulk_create,
+        "update_subscription_items": sim.update_subscription_items,
+        "create_account": sim.create_account,
+        "deauthorize_account": sim.deauthorize_account,
+        "accounts": accounts,
     }
+    ops.update(extra_operations(sim))
+    return ops
 
 
 class _QuietHandler(WSGIRequestHandler):

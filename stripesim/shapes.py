@@ -9,6 +9,9 @@ Two shapes are supported:
 * anything older (e.g. ``2024-06-20``): periods on the subscription, none on
   items; ``invoice.subscription``, ``invoice.paid``, ``invoice.charge``; lines
   carry ``price``/``plan``/``subscription``.
+
+A subscription has one or more items, an invoice one line per item it bills.
+``livemode`` is the instance's mode on every object.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .model import CheckoutSession, Customer, Invoice, Price, Product, Subscription
+from .invoice_item_lines import invoice_item_line
+from .model import CheckoutSession, Customer, Invoice, InvoiceLine, Price, Product, SubItem, Subscription
 
 BASIL = "2025-03-31.basil"
 LEGACY = "2024-06-20"
@@ -43,12 +47,17 @@ class Renderer:
         prices: Callable[[str], Price],
         products: Callable[[str], Product],
         customers: Callable[[str], Customer | None],
+        *,
+        livemode: bool = False,
+        account_name: Callable[[], str] | None = None,
     ) -> None:
         self.api_version = api_version
         self.basil = is_basil(api_version)
+        self.livemode = livemode
         self._price = prices
         self._product = products
         self._customer = customers
+        self._account_name = account_name or (lambda: "subsync simulator")
 
     # -- catalogue ---------------------------------------------------------
     def price(self, price: Price) -> JSON:
@@ -60,7 +69,7 @@ class Renderer:
             "created": price.created,
             "currency": price.currency,
             "custom_unit_amount": None,
-            "livemode": False,
+            "livemode": self.livemode,
             "lookup_key": price.lookup_key,
             "metadata": {},
             "nickname": price.nickname,
@@ -92,7 +101,7 @@ class Renderer:
             "currency": price.currency,
             "interval": price.interval,
             "interval_count": price.interval_count,
-            "livemode": False,
+            "livemode": self.livemode,
             "metadata": {},
             "meter": None,
             "nickname": price.nickname,
@@ -112,7 +121,7 @@ class Renderer:
             "default_price": None,
             "description": None,
             "images": [],
-            "livemode": False,
+            "livemode": self.livemode,
             "metadata": {},
             "name": product.name,
             "type": "service",
@@ -143,7 +152,7 @@ class Renderer:
                 "footer": None,
                 "rendering_options": None,
             },
-            "livemode": False,
+            "livemode": self.livemode,
             "metadata": dict(cus.metadata),
             "name": cus.name,
             "next_invoice_sequence": cus.next_invoice_sequence,
@@ -155,25 +164,31 @@ class Renderer:
         }
 
     # -- subscription --------------------------------------------------------
-    def subscription_item(self, sub: Subscription) -> JSON:
-        price = self._price(sub.price)
+    def subscription_item(self, sub: Subscription, it: SubItem) -> JSON:
+        price = self._price(it.price)
         item: JSON = {
-            "id": sub.item_id,
+            "id": it.id,
             "object": "subscription_item",
             "billing_thresholds": None,
-            "created": sub.created,
+            "created": it.created,
             "discounts": [],
-            "metadata": {},
+            "metadata": dict(it.metadata),
             "plan": self.plan(price),
             "price": self.price(price),
-            "quantity": sub.quantity,
+            "quantity": it.quantity,
             "subscription": sub.id,
             "tax_rates": [],
         }
         if self.basil:
-            item["current_period_end"] = sub.current_period_end
-            item["current_period_start"] = sub.current_period_start
+            item["current_period_end"] = it.current_period_end
+            item["current_period_start"] = it.current_period_start
         return item
+
+    @staticmethod
+    def billing_mode(sub: Subscription) -> JSON:
+        if sub.billing_mode == "flexible":
+            return {"flexible": {"proration_discounts": "included"}, "type": "flexible", "updated_at": sub.created}
+        return {"type": "classic"}
 
     def subscription(self, sub: Subscription) -> JSON:
         price = self._price(sub.price)
@@ -208,13 +223,13 @@ class Renderer:
             "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
             "items": {
                 "object": "list",
-                "data": [self.subscription_item(sub)],
+                "data": [self.subscription_item(sub, it) for it in sub.items],
                 "has_more": False,
-                "total_count": 1,
+                "total_count": len(sub.items),
                 "url": f"/v1/subscription_items?subscription={sub.id}",
             },
             "latest_invoice": sub.latest_invoice,
-            "livemode": False,
+            "livemode": self.livemode,
             "metadata": dict(sub.metadata),
             "next_pending_invoice_item_invoice": None,
             "on_behalf_of": None,
@@ -237,37 +252,41 @@ class Renderer:
             "trial_start": sub.trial_start,
         }
         if self.basil:
-            out["billing_mode"] = {"type": "classic"}
+            out["billing_mode"] = self.billing_mode(sub)
         else:
+            single = len(sub.items) == 1  # plan and quantity are only set for one item
             out["current_period_end"] = sub.current_period_end
             out["current_period_start"] = sub.current_period_start
             out["discount"] = None
-            out["plan"] = self.plan(price)
-            out["quantity"] = sub.quantity
+            out["plan"] = self.plan(price) if single else None
+            out["quantity"] = sub.items[0].quantity if single else None
         return out
 
     # -- invoice -------------------------------------------------------------
-    def invoice_line(self, inv: Invoice) -> JSON:
-        price = self._price(inv.price)
+    def invoice_line(self, inv: Invoice, ln: InvoiceLine) -> JSON:
+        if ln.invoice_item is not None:
+            return invoice_item_line(inv, ln, basil=self.basil, livemode=self.livemode)
+        price = self._price(ln.price)
         product = self._product(price.product)
         per = price.interval if price.interval_count == 1 else f"{price.interval_count} {price.interval}s"
-        if inv.billing_reason == "subscription_create" and inv.amount_due == 0:
+        if inv.billing_reason == "subscription_create" and ln.amount == 0:
             description = f"Trial period for {product.name}"
         else:
-            description = f"1 \u00d7 {product.name} (at {_money(price.unit_amount, price.currency)} / {per})"
+            money = _money(price.unit_amount, price.currency)
+            description = f"{ln.quantity} \u00d7 {product.name} (at {money} / {per})"
         line: JSON = {
-            "id": inv.line_id,
+            "id": ln.id,
             "object": "line_item",
-            "amount": inv.amount_due,
+            "amount": ln.amount,
             "currency": inv.currency,
             "description": description,
             "discount_amounts": [],
             "discountable": True,
             "discounts": [],
-            "livemode": False,
+            "livemode": self.livemode,
             "metadata": {},
-            "period": {"end": inv.line_end, "start": inv.line_start},
-            "quantity": 1,
+            "period": {"end": ln.period_end, "start": ln.period_start},
+            "quantity": ln.quantity,
         }
         if self.basil:
             line["invoice"] = inv.id
@@ -278,7 +297,7 @@ class Renderer:
                     "proration": False,
                     "proration_details": {"credited_items": None},
                     "subscription": inv.subscription,
-                    "subscription_item": inv.subscription_item,
+                    "subscription_item": ln.subscription_item,
                 },
                 "type": "subscription_item_details",
             }
@@ -286,22 +305,22 @@ class Renderer:
             line["pricing"] = {
                 "price_details": {"price": price.id, "product": price.product},
                 "type": "price_details",
-                "unit_amount_decimal": str(inv.amount_due),
+                "unit_amount_decimal": str(ln.unit_amount),
             }
             line["taxes"] = []
         else:
-            line["amount_excluding_tax"] = inv.amount_due
+            line["amount_excluding_tax"] = ln.amount
             line["invoice_item"] = None
             line["plan"] = self.plan(price)
             line["price"] = self.price(price)
             line["proration"] = False
             line["proration_details"] = {"credited_items": None}
             line["subscription"] = inv.subscription
-            line["subscription_item"] = inv.subscription_item
+            line["subscription_item"] = ln.subscription_item
             line["tax_amounts"] = []
             line["tax_rates"] = []
             line["type"] = "subscription"
-            line["unit_amount_excluding_tax"] = str(inv.amount_due)
+            line["unit_amount_excluding_tax"] = str(ln.unit_amount)
         return line
 
     def invoice(self, inv: Invoice) -> JSON:
@@ -311,7 +330,7 @@ class Renderer:
             "id": inv.id,
             "object": "invoice",
             "account_country": "US",
-            "account_name": "subsync simulator",
+            "account_name": self._account_name(),
             "account_tax_ids": None,
             "amount_due": inv.amount_due,
             "amount_overpaid": 0,
@@ -359,12 +378,12 @@ class Renderer:
             "latest_revision": None,
             "lines": {
                 "object": "list",
-                "data": [self.invoice_line(inv)],
+                "data": [self.invoice_line(inv, ln) for ln in inv.lines],
                 "has_more": False,
-                "total_count": 1,
+                "total_count": len(inv.lines),
                 "url": f"/v1/invoices/{inv.id}/lines",
             },
-            "livemode": False,
+            "livemode": self.livemode,
             "metadata": dict(inv.metadata),
             "next_payment_attempt": inv.next_payment_attempt,
             "number": inv.number,
@@ -476,7 +495,7 @@ class Renderer:
             "expires_at": cs.expires_at,
             "invoice": cs.invoice,
             "invoice_creation": None,
-            "livemode": False,
+            "livemode": self.livemode,
             "locale": None,
             "metadata": dict(cs.metadata),
             "mode": cs.mode,

@@ -10,10 +10,10 @@ from typing import Any
 
 import stripe
 
-from reconciler.stripe_api import StripeApi, make_api
 from stripesim.server import start_in_thread
 from stripesim.state import Simulator
 from subsync import config
+from subsync.stripe_api import StripeApi, make_api
 
 SIM_KEY = "sk_test_sim"
 DAY = 86400
