@@ -4,7 +4,7 @@
 webhook worker, the reconciler and the per-minute refresh all call it, so they
 can never disagree about what a state means.
 
-The table (CONTRACT.md, "Access"):
+The table (docs/interface.md, "Access"):
 
     trialing                                          full
     active, now < current_period_end (or no end)      full
@@ -25,18 +25,23 @@ is over and access is restricted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
 
 __all__ = [
+    "ACCESS_RANKING",
     "GRACE_ACCESS",
     "PAYMENT_FAILED_REASON",
     "TERMINAL_STATUSES",
     "Access",
     "access_for",
+    "access_ranking_sql",
+    "best_access",
     "owed_amount",
     "time_dependent",
+    "time_dependent_sql",
 ]
 
 
@@ -48,6 +53,22 @@ class Access(StrEnum):
     RESTRICTED = "restricted"
     SUSPENDED = "suspended"
     NONE = "none"
+
+
+# Best first: a customer's access is the best of its subscriptions'
+# (`best_access`); the view `customer_access` ranks with
+# `access_ranking_sql()`, and a test holds schema.sql to it.
+ACCESS_RANKING: tuple[Access, ...] = (Access.FULL, Access.GRACE, Access.RESTRICTED, Access.SUSPENDED, Access.NONE)
+
+
+def best_access(accesses: Iterable[Access]) -> Access:
+    """The best of `accesses` in ACCESS_RANKING; `none` for no subscription at all."""
+    return min(accesses, key=ACCESS_RANKING.index, default=Access.NONE)
+
+
+def access_ranking_sql() -> str:
+    """ACCESS_RANKING as a SQL text array: `array_position` in it is the rank, best first."""
+    return "ARRAY[" + ", ".join(f"'{a.value}'" for a in ACCESS_RANKING) + "]"
 
 
 # Statuses Stripe never leaves: a canceled subscription is never reactivated
@@ -95,14 +116,26 @@ def access_for(
     return Access.NONE
 
 
+# The only status whose access moves with the clock.
+TIME_DEPENDENT_STATUS = "active"
+
+
 def time_dependent(status: str, access: Access) -> bool:
     """True for the rows whose access the clock alone can change.
 
     Only `active` rows still in `full` or `grace` move without an event
-    (full -> grace -> restricted). Must match the partial index
-    `subscriptions_time_dependent_idx`, which the per-minute refresh scans.
+    (full -> grace -> restricted). `time_dependent_sql` is the same predicate
+    for the grace check's query, and the partial index
+    `subscriptions_time_dependent_idx` in schema.sql is checked against it
+    by a test.
     """
-    return status == "active" and access in GRACE_ACCESS
+    return status == TIME_DEPENDENT_STATUS and access in GRACE_ACCESS
+
+
+def time_dependent_sql() -> str:
+    """`time_dependent` as a SQL predicate on the `subscriptions` columns `status` and `access`."""
+    values = ", ".join(f"'{a.value}'" for a in sorted(GRACE_ACCESS, key=list(Access).index))
+    return f"status = '{TIME_DEPENDENT_STATUS}' AND access IN ({values})"
 
 
 def owed_amount(

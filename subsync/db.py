@@ -1,19 +1,21 @@
 """The PostgreSQL connection pool of this process, and the schema.
 
 psycopg connections are not fork-safe, so every entry point opens the pool
-after its process starts: `create_app()` (gunicorn imports the app after
-forking), the Dramatiq middleware's `after_process_boot`, the scheduler's
+after its process starts: `create_app()` (granian builds the app in each
+worker process), the Dramatiq middleware's `after_process_boot`, the scheduler's
 main. Everything else asks `pool()` for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.sql import SQL
 from psycopg_pool import ConnectionPool
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
@@ -112,11 +114,48 @@ def close_pool() -> None:
 
 def apply_schema(url: str) -> None:
     """Apply schema.sql; idempotent and safe when two deploys run it at once."""
-    sql = SCHEMA_PATH.read_text()
+    sql = SQL(SCHEMA_PATH.read_text())  # a trusted file of the repository, not input
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
         try:
             with conn.transaction():
-                conn.execute(sql)  # type: ignore[arg-type] - a trusted file, not user input
+                conn.execute(sql)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+def id_match(column: str, ids: Sequence[str]) -> tuple[str, Any, bool | None]:
+    """A WHERE clause for rows whose `column` is among `ids`: (clause, its parameter, `prepare=`).
+
+    psycopg prepares a statement run 5 times, and PostgreSQL may then keep one
+    generic plan for it, made from the table's size at the time. `= ANY($1)`
+    planned while a table is nearly empty stays a sequential scan, comparing
+    each row with every element, however large the table grows until
+    autovacuum's ANALYZE replans it: a first reconciliation into an empty
+    table grows quadratic that way. One id is `= $1`, an index scan in any
+    plan; several are planned each time with the array's values (a hashed
+    lookup, or the index once the table is large), a planning cost far below
+    a scan.
+    """
+    if len(ids) == 1:
+        return f"{column} = %s", ids[0], None
+    return f"{column} = ANY(%s)", list(ids), False
+
+
+@dataclass(frozen=True)
+class Query:
+    """One SELECT to send: its text, its parameters, and `prepare=` (see `id_match`)."""
+
+    sql: str
+    params: Sequence[Any]
+    prepare: bool | None = None
+
+
+def fetch_together(conn: psycopg.Connection[Any], queries: Sequence[Query]) -> list[list[dict[str, Any]]]:
+    """The rows of each query, sent at once in one pipeline: one round trip however many there are."""
+    if len(queries) == 1:
+        q = queries[0]
+        return [conn.execute(q.sql, q.params, prepare=q.prepare).fetchall()]
+    with conn.pipeline():
+        cursors = [conn.execute(q.sql, q.params, prepare=q.prepare) for q in queries]
+    return [cursor.fetchall() for cursor in cursors]

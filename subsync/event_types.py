@@ -12,6 +12,8 @@ __all__ = [
     "CHECKOUT_EVENTS",
     "CUSTOMER_DELETED",
     "CUSTOMER_EVENTS",
+    "ENTITLEMENT_EVENTS",
+    "ENTITLEMENT_SUMMARY_UPDATED",
     "HANDLED_EVENTS",
     "INVOICE_EVENTS",
     "INVOICE_UPCOMING",
@@ -23,7 +25,7 @@ __all__ = [
     "kind_of",
 ]
 
-Kind = Literal["subscription", "invoice", "checkout", "customer"]
+Kind = Literal["subscription", "invoice", "checkout", "customer", "entitlements"]
 
 SUBSCRIPTION_DELETED = "customer.subscription.deleted"
 SUBSCRIPTION_EVENTS: frozenset[str] = frozenset(
@@ -44,6 +46,8 @@ INVOICE_EVENTS: frozenset[str] = frozenset(
     {
         "invoice.created",
         "invoice.finalized",
+        # e.g. dunning's end: no further attempt (`next_payment_attempt` null).
+        "invoice.updated",
         "invoice.paid",
         "invoice.payment_succeeded",
         "invoice.payment_failed",
@@ -70,13 +74,20 @@ CHECKOUT_EVENTS: frozenset[str] = frozenset(
 CUSTOMER_DELETED = "customer.deleted"
 CUSTOMER_EVENTS: frozenset[str] = frozenset({"customer.created", "customer.updated", CUSTOMER_DELETED})
 
-HANDLED_EVENTS: frozenset[str] = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | CHECKOUT_EVENTS | CUSTOMER_EVENTS
+# A customer's active entitlements (Stripe lists the first 10 and says `has_more`).
+ENTITLEMENT_SUMMARY_UPDATED = "entitlements.active_entitlement_summary.updated"
+ENTITLEMENT_EVENTS: frozenset[str] = frozenset({ENTITLEMENT_SUMMARY_UPDATED})
+
+HANDLED_EVENTS: frozenset[str] = (
+    SUBSCRIPTION_EVENTS | INVOICE_EVENTS | CHECKOUT_EVENTS | CUSTOMER_EVENTS | ENTITLEMENT_EVENTS
+)
 
 _KINDS: dict[str, Kind] = {
     **dict.fromkeys(SUBSCRIPTION_EVENTS, "subscription"),
     **dict.fromkeys(INVOICE_EVENTS, "invoice"),
     **dict.fromkeys(CHECKOUT_EVENTS, "checkout"),
     **dict.fromkeys(CUSTOMER_EVENTS, "customer"),
+    **dict.fromkeys(ENTITLEMENT_EVENTS, "entitlements"),
 }
 
 

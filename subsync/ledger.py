@@ -26,18 +26,20 @@ Stripe says when it happened, whichever row wins the insert:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from subsync.stripe_objects import (
+    InvoiceSnapshot,
     parse_checkout_session,
     parse_invoice,
     parse_subscription,
 )
 
-__all__ = ["LedgerStatus", "PaymentFact", "ledger_fact"]
+__all__ = ["LedgerStatus", "PaymentFact", "facts_implied_by_invoice", "ledger_fact"]
 
 LedgerStatus = Literal["COMPLETED", "FAILED", "EXPIRED", "CANCELLED"]
 
@@ -55,43 +57,80 @@ class PaymentFact:
     currency: str | None
     status: LedgerStatus
     occurred_at: datetime
+    account: str | None = None  # the connected account whose payment it is; None: the platform's
 
 
 _INVOICE_COMPLETED = frozenset({"invoice.paid", "invoice.payment_succeeded"})
 
 
-def ledger_fact(event_type: str, obj: Mapping[str, Any], event_created: datetime) -> PaymentFact | None:
+def ledger_fact(
+    event_type: str, obj: Mapping[str, Any], event_created: datetime, *, account: str | None = None
+) -> PaymentFact | None:
     """The payment fact an event states, or None if it states none.
 
     `obj` is the event's `data.object`; `event_created` its `created` as an
-    aware datetime. Raises MalformedObject for an object without an id.
+    aware datetime; `account` the event's connected account. Raises
+    MalformedObject for an object without an id.
     """
+    fact = _fact(event_type, obj, event_created)
+    return fact if fact is None or account is None else dataclasses.replace(fact, account=account)
+
+
+def facts_implied_by_invoice(
+    obj: Mapping[str, Any], seen_at: datetime, *, account: str | None = None
+) -> list[PaymentFact]:
+    """The facts an invoice's state implies, whatever events told of it (or none did).
+
+    Paid: its payment, and a failed attempt for each attempt before the one
+    that paid. Open, uncollectible or void: a failed attempt for each
+    attempt made. For an invoice read from Stripe's API (a reconciliation, a
+    thin event): the keys are the events', so a fact already recorded from
+    its event is never recorded twice. A failed attempt's time is unknown
+    from the invoice alone: `seen_at` stands for it.
+    """
+    inv = parse_invoice(obj)
+    paid = inv.status == "paid"
+    failed_attempts = inv.attempt_count - 1 if paid else inv.attempt_count
+    facts = [_invoice_failed(inv, attempt, seen_at) for attempt in range(1, failed_attempts + 1)]
+    if paid:
+        facts.append(_invoice_completed(inv, seen_at))
+    return [fact if account is None else dataclasses.replace(fact, account=account) for fact in facts]
+
+
+def _invoice_completed(inv: InvoiceSnapshot, event_created: datetime) -> PaymentFact:
+    return PaymentFact(
+        fact_key=f"invoice:{inv.id}:completed",
+        customer_id=inv.customer_id,
+        subscription_id=inv.subscription_id,
+        invoice_id=inv.id,
+        checkout_session_id=None,
+        amount=inv.amount_paid,
+        currency=inv.currency,
+        status="COMPLETED",
+        occurred_at=inv.paid_at or event_created,
+    )
+
+
+def _invoice_failed(inv: InvoiceSnapshot, attempt: int, occurred_at: datetime) -> PaymentFact:
+    return PaymentFact(
+        fact_key=f"invoice:{inv.id}:failed:{attempt}",
+        customer_id=inv.customer_id,
+        subscription_id=inv.subscription_id,
+        invoice_id=inv.id,
+        checkout_session_id=None,
+        amount=inv.amount_due,
+        currency=inv.currency,
+        status="FAILED",
+        occurred_at=occurred_at,
+    )
+
+
+def _fact(event_type: str, obj: Mapping[str, Any], event_created: datetime) -> PaymentFact | None:
     if event_type in _INVOICE_COMPLETED:
-        inv = parse_invoice(obj)
-        return PaymentFact(
-            fact_key=f"invoice:{inv.id}:completed",
-            customer_id=inv.customer_id,
-            subscription_id=inv.subscription_id,
-            invoice_id=inv.id,
-            checkout_session_id=None,
-            amount=inv.amount_paid,
-            currency=inv.currency,
-            status="COMPLETED",
-            occurred_at=inv.paid_at or event_created,
-        )
+        return _invoice_completed(parse_invoice(obj), event_created)
     if event_type == "invoice.payment_failed":
         inv = parse_invoice(obj)
-        return PaymentFact(
-            fact_key=f"invoice:{inv.id}:failed:{inv.attempt_count}",
-            customer_id=inv.customer_id,
-            subscription_id=inv.subscription_id,
-            invoice_id=inv.id,
-            checkout_session_id=None,
-            amount=inv.amount_due,
-            currency=inv.currency,
-            status="FAILED",
-            occurred_at=event_created,
-        )
+        return _invoice_failed(inv, inv.attempt_count, event_created)
     if event_type.startswith("checkout.session."):
         return _checkout_fact(event_type, obj, event_created)
     if event_type == "customer.subscription.deleted":

@@ -1,6 +1,6 @@
 """Prometheus metrics, one definition each, shared by every process.
 
-Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py
+With several web workers set PROMETHEUS_MULTIPROC_DIR (webhooks/serve.py
 does) so /metrics adds up every process.
 """
 
@@ -29,6 +29,7 @@ ACK_SECONDS = Histogram(
 DELIVERY_OUTCOMES = (
     "accepted",
     "duplicate",
+    "other_mode",
     "missing_signature",
     "invalid_signature",
     "timestamp_outside_tolerance",
@@ -64,7 +65,22 @@ RECONCILE_LAST_RUN_STATUS = "subsync_reconciliation_last_run_status"
 RECONCILE_LAST_RUN_FIGURE = "subsync_reconciliation_last_run"
 RECONCILE_LAST_SUCCESS = "subsync_reconciliation_last_success_timestamp_seconds"
 SCRAPE_UP = "subsync_scrape_source_up"
-RECONCILE_FIGURES = ("scanned", "drifted", "fixed", "created", "missing_in_stripe")
+RECONCILE_FIGURES = (
+    "scanned",
+    "drifted",
+    "fixed",
+    "created",
+    "missing_in_stripe",
+    "terminal_here",
+    "invoices_scanned",
+    "invoices_drifted",
+    "invoices_fixed",
+    "ledger_added",
+    "entitlements_scanned",
+    "entitlements_drifted",
+    "entitlements_fixed",
+    "entitlements_skipped",
+)
 RECONCILE_STATUSES = ("running", "succeeded", "failed")
 
 
@@ -156,7 +172,8 @@ def _reconciliation_metrics(run: Mapping[str, Any]) -> Iterator[Metric]:
     yield status
     figures = GaugeMetricFamily(
         RECONCILE_LAST_RUN_FIGURE,
-        "Figures of the newest reconciliation run (subscriptions scanned, drifted, fixed, created, missing in Stripe).",
+        "Figures of the newest reconciliation run (subscriptions, invoices, entitlements scanned, drifted, fixed;"
+        " ledger added).",
         labels=["figure", "dry_run"],
     )
     dry = "true" if run.get("dry_run") else "false"

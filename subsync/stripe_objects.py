@@ -23,27 +23,41 @@ be a string id or an expanded object; `_ref_id` reads both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from subsync.logs import Loggable
+
 __all__ = [
     "CheckoutSnapshot",
     "CustomerSnapshot",
+    "Entitlement",
+    "EntitlementSummary",
     "InvoiceSnapshot",
+    "ItemSnapshot",
     "MalformedObject",
     "SubscriptionSnapshot",
+    "entitlement_set",
+    "parse_active_entitlement",
     "parse_checkout_session",
     "parse_customer",
+    "parse_entitlement_summary",
     "parse_invoice",
     "parse_subscription",
+    "previous_entitlements",
+    "summary_customer_id",
     "ts",
 ]
 
 
-class MalformedObject(ValueError):
-    """A Stripe object lacks a field without which it cannot be stored."""
+class MalformedObject(Loggable, ValueError):
+    """A Stripe object lacks a field without which it cannot be stored, or holds one of the wrong kind.
+
+    Permanent: the same payload fails the same way on every attempt. The
+    message names the field, never its value.
+    """
 
 
 def ts(value: int | None) -> datetime | None:
@@ -51,8 +65,20 @@ def ts(value: int | None) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedObject(f"not a unix timestamp: {value!r}")
+        raise MalformedObject(f"a time that is not a unix timestamp (a {type(value).__name__})")
     return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+@dataclass(frozen=True)
+class ItemSnapshot:
+    """One item of a subscription: its price and its own current period (before basil, the subscription's)."""
+
+    id: str
+    price_id: str | None
+    product_id: str | None
+    quantity: int | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +86,8 @@ class SubscriptionSnapshot:
     """One subscription as Stripe showed it at one moment.
 
     `metadata` is a fresh dict (not the payload's): treat it as read-only.
+    `account` is the connected account it belongs to (None: the platform's
+    own); Stripe's objects do not say, the event or the API call does.
     """
 
     id: str
@@ -78,6 +106,8 @@ class SubscriptionSnapshot:
     latest_invoice_id: str | None = None
     cancellation_reason: str | None = None
     livemode: bool = False
+    account: str | None = None
+    items: tuple[ItemSnapshot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +128,7 @@ class InvoiceSnapshot:
     created_at: datetime | None
     paid_at: datetime | None
     billing_reason: str | None
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,30 +155,44 @@ class CustomerSnapshot:
     name: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     deleted: bool = False
+    account: str | None = None
 
 
-def parse_subscription(obj: Mapping[str, Any]) -> SubscriptionSnapshot:
+def parse_subscription(obj: Mapping[str, Any], *, account: str | None = None) -> SubscriptionSnapshot:
     """Read a subscription of either API shape.
 
-    Current period: the top-level `current_period_start/end` when present
-    (before basil), else the item with the latest `current_period_end` and its
-    own start (basil+: items can in principle have different periods; the
-    latest end is the one up to which the customer has paid).
+    Current period: the top-level `current_period_start/end` before basil
+    (every item shares it); from basil on, each item carries its own, and
+    the subscription's is that of the item whose period ends first: its
+    renewal is the next one, the one whose confirmation grace waits for (a
+    monthly base with a yearly add-on renews monthly). `price_id` is the
+    first item's price.
+
+    A subscription always has items and a current period, in one place or
+    the other: a snapshot without them is malformed, not a subscription
+    whose period and price were removed, and must never be applied.
     """
     sub_id = _required(obj, "id", "subscription")
     status = _required(obj, "status", "subscription")
-    items = _list_data(obj.get("items"))
+    if not isinstance(obj.get("items"), Mapping):
+        raise MalformedObject("subscription without 'items'")
+    raw_items = _list_data(obj.get("items"))
+    shared_start, shared_end = ts(obj.get("current_period_start")), ts(obj.get("current_period_end"))
+    items = tuple(_item(raw, shared_start, shared_end) for raw in raw_items)
 
-    period_start = obj.get("current_period_start")
-    period_end = obj.get("current_period_end")
+    period_start, period_end = shared_start, shared_end
     if period_end is None:
-        dated = [item for item in items if item.get("current_period_end") is not None]
+        dated = [item for item in items if item.current_period_end is not None]
         if dated:
-            latest = max(dated, key=lambda item: item["current_period_end"])
-            period_start = latest.get("current_period_start")
-            period_end = latest["current_period_end"]
+            renews_first = min(dated, key=lambda item: (item.current_period_end, item.id))
+            period_start, period_end = renews_first.current_period_start, renews_first.current_period_end
+    if period_end is None:
+        raise MalformedObject(
+            "subscription without 'current_period_end', neither on the subscription (before basil)"
+            " nor on an item (basil and later)"
+        )
 
-    first = items[0] if items else {}
+    first = raw_items[0] if raw_items else {}
     price_id = (
         _ref_id(first.get("price"))
         or _ref_id(first.get("plan"))
@@ -160,8 +205,8 @@ def parse_subscription(obj: Mapping[str, Any]) -> SubscriptionSnapshot:
         id=sub_id,
         customer_id=_ref_id(obj.get("customer")),
         status=status,
-        current_period_start=ts(period_start),
-        current_period_end=ts(period_end),
+        current_period_start=period_start,
+        current_period_end=period_end,
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         cancel_at=ts(obj.get("cancel_at")),
         canceled_at=ts(obj.get("canceled_at")),
@@ -173,10 +218,25 @@ def parse_subscription(obj: Mapping[str, Any]) -> SubscriptionSnapshot:
         latest_invoice_id=_ref_id(obj.get("latest_invoice")),
         cancellation_reason=details.get("reason") if isinstance(details, Mapping) else None,
         livemode=bool(obj.get("livemode")),
+        account=account,
+        items=items,
     )
 
 
-def parse_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
+def _item(raw: Mapping[str, Any], shared_start: datetime | None, shared_end: datetime | None) -> ItemSnapshot:
+    price = raw.get("price") if raw.get("price") is not None else raw.get("plan")
+    quantity = raw.get("quantity")
+    return ItemSnapshot(
+        id=_required(raw, "id", "subscription item"),
+        price_id=_ref_id(price),
+        product_id=_ref_id(price.get("product")) if isinstance(price, Mapping) else None,
+        quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
+        current_period_start=ts(raw.get("current_period_start")) or shared_start,
+        current_period_end=ts(raw.get("current_period_end")) or shared_end,
+    )
+
+
+def parse_invoice(obj: Mapping[str, Any], *, account: str | None = None) -> InvoiceSnapshot:
     """Read an invoice of either API shape.
 
     `period_start/period_end` are the SERVICE period billed: the period of the
@@ -208,16 +268,17 @@ def parse_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
         status=status,
         # Stripe always sends both (non-nullable integers); 0 only for
         # hand-made payloads, so a missing amount never crashes a worker.
-        amount_due=int(obj.get("amount_due") or 0),
-        amount_paid=int(obj.get("amount_paid") or 0),
+        amount_due=_integer(obj, "amount_due", "invoice"),
+        amount_paid=_integer(obj, "amount_paid", "invoice"),
         currency=obj.get("currency"),
         period_start=ts(period_start),
         period_end=ts(period_end),
-        attempt_count=int(obj.get("attempt_count") or 0),
+        attempt_count=_integer(obj, "attempt_count", "invoice"),
         next_payment_attempt=ts(obj.get("next_payment_attempt")),
         created_at=ts(obj.get("created")),
         paid_at=ts(paid_at),
         billing_reason=obj.get("billing_reason"),
+        account=account,
     )
 
 
@@ -241,12 +302,12 @@ def parse_checkout_session(obj: Mapping[str, Any]) -> CheckoutSnapshot:
         customer_id=_ref_id(obj.get("customer")),
         subscription_id=_ref_id(obj.get("subscription")),
         invoice_id=_ref_id(obj.get("invoice")),
-        amount_total=None if amount_total is None else int(amount_total),
+        amount_total=None if amount_total is None else _integer(obj, "amount_total", "checkout session"),
         currency=obj.get("currency"),
     )
 
 
-def parse_customer(obj: Mapping[str, Any], *, deleted: bool = False) -> CustomerSnapshot:
+def parse_customer(obj: Mapping[str, Any], *, deleted: bool = False, account: str | None = None) -> CustomerSnapshot:
     """Read a customer, or Stripe's `{"id", "deleted": true}` stub.
 
     A `customer.deleted` event carries the full customer WITHOUT `deleted`:
@@ -258,6 +319,85 @@ def parse_customer(obj: Mapping[str, Any], *, deleted: bool = False) -> Customer
         name=obj.get("name"),
         metadata=dict(obj.get("metadata") or {}),
         deleted=deleted or obj.get("deleted") is True,
+        account=account,
+    )
+
+
+@dataclass(frozen=True, order=True)
+class Entitlement:
+    """One active entitlement: a feature the customer may use, by id and lookup key, and Stripe's ent_ id."""
+
+    feature_id: str
+    lookup_key: str
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class EntitlementSummary:
+    """A customer's active entitlements as one summary showed them.
+
+    `entitlements`: one per feature, in feature id order, so equal sets
+    compare equal. `has_more`: Stripe cut the list short (it shows 10); the
+    rest is listed from its API before the summary is applied.
+    """
+
+    customer_id: str
+    entitlements: tuple[Entitlement, ...]
+    has_more: bool = False
+    account: str | None = None
+
+
+def parse_active_entitlement(obj: Mapping[str, Any]) -> Entitlement:
+    """Read an `entitlements.active_entitlement` (its `feature` an id or an expanded feature)."""
+    feature_id = _ref_id(_required(obj, "feature", "active entitlement"))
+    if feature_id is None:
+        raise MalformedObject("active entitlement whose 'feature' is neither an id nor a feature")
+    lookup_key = _required(obj, "lookup_key", "active entitlement")
+    if not isinstance(lookup_key, str):
+        raise MalformedObject("active entitlement whose 'lookup_key' is not a string")
+    ident = obj.get("id")
+    return Entitlement(feature_id=feature_id, lookup_key=lookup_key, id=ident if isinstance(ident, str) else None)
+
+
+def entitlement_set(entitlements: Iterable[Entitlement]) -> tuple[Entitlement, ...]:
+    """One entitlement per feature (the first listed), in feature id order."""
+    by_feature: dict[str, Entitlement] = {}
+    for entitlement in entitlements:
+        by_feature.setdefault(entitlement.feature_id, entitlement)
+    return tuple(sorted(by_feature.values()))
+
+
+def summary_customer_id(obj: Mapping[str, Any]) -> str | None:
+    """The customer of an `entitlements.active_entitlement_summary` (it has no id of its own), if it names one."""
+    return _ref_id(obj.get("customer")) if isinstance(obj, Mapping) else None
+
+
+def previous_entitlements(previous_attributes: Any) -> tuple[Entitlement, ...] | None:
+    """The set a summary event says came before it (`previous_attributes.entitlements`), when it says it whole.
+
+    None when it does not say, or shows only part of it (`has_more`).
+    """
+    if not isinstance(previous_attributes, Mapping):
+        return None
+    listed = previous_attributes.get("entitlements")
+    if not isinstance(listed, Mapping) or not isinstance(listed.get("data"), list) or listed.get("has_more") is True:
+        return None
+    return entitlement_set(parse_active_entitlement(entry) for entry in _list_data(listed))
+
+
+def parse_entitlement_summary(obj: Mapping[str, Any], *, account: str | None = None) -> EntitlementSummary:
+    """Read an `entitlements.active_entitlement_summary`: its customer and the entitlements its list shows."""
+    customer_id = _ref_id(_required(obj, "customer", "entitlement summary"))
+    if customer_id is None:
+        raise MalformedObject("entitlement summary whose 'customer' is neither an id nor a customer")
+    listed = obj.get("entitlements")
+    if not isinstance(listed, Mapping) or not isinstance(listed.get("data"), list):
+        raise MalformedObject("entitlement summary without an 'entitlements' list")
+    return EntitlementSummary(
+        customer_id=customer_id,
+        entitlements=entitlement_set(parse_active_entitlement(entry) for entry in _list_data(listed)),
+        has_more=listed.get("has_more") is True,
+        account=account,
     )
 
 
@@ -268,6 +408,16 @@ def _required(obj: Mapping[str, Any], name: str, what: str) -> Any:
     value = obj.get(name)
     if value is None or value == "":
         raise MalformedObject(f"{what} without {name!r}")
+    return value
+
+
+def _integer(obj: Mapping[str, Any], name: str, what: str) -> int:
+    """An integer field (0 when absent or null), or MalformedObject naming it."""
+    value = obj.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedObject(f"{what} whose {name!r} is not an integer")
     return value
 
 
@@ -294,8 +444,9 @@ def _currency_of(holder: Mapping[str, Any]) -> str | None:
     """Currency of an item's (or old subscription's) price or plan."""
     for key in ("price", "plan"):
         inner = holder.get(key)
-        if isinstance(inner, Mapping) and isinstance(inner.get("currency"), str):
-            return inner["currency"]
+        currency = inner.get("currency") if isinstance(inner, Mapping) else None
+        if isinstance(currency, str):
+            return currency
     return None
 
 

@@ -29,6 +29,10 @@ the reconciler and the grace check:
    * invoices: `(status rank, attempt_count)` with draft < open <
      uncollectible < paid = void; a payment failure raises `attempt_count`
      within `open`.
+   * a customer's entitlement set: a summary applies only if the set it
+     says came before (`previous_attributes`) is the one held, so each
+     step of a chain applies after its predecessor and never again; a
+     list read from the API (no predecessor known) applies.
    * equal keys: applied. An identical snapshot (`trial_will_end` carrying
      the same subscription as an `updated`; `invoice.paid` and
      `invoice.payment_succeeded`; a redelivery) then changes nothing.
@@ -59,23 +63,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from subsync.access import TERMINAL_STATUSES, Access, access_for, owed_amount
-from subsync.stripe_objects import InvoiceSnapshot, SubscriptionSnapshot
+from subsync.access import TERMINAL_STATUSES, TIME_DEPENDENT_STATUS, Access, access_for, owed_amount
+from subsync.stripe_objects import Entitlement, InvoiceSnapshot, SubscriptionSnapshot
 
 __all__ = [
     "AUDITED_COLUMNS",
     "INVOICE_STATUS_RANK",
+    "NOT_AUDITED",
     "SUBSCRIPTION_STATUS_RANK",
     "TERMINAL_INVOICE_STATUSES",
     "UNPAID_INVOICE_STATUSES",
     "InvoiceState",
     "SubscriptionState",
     "changed_columns",
+    "is_newer_entitlement_set",
     "is_newer_invoice",
     "is_newer_subscription",
     "next_invoice_state",
     "next_subscription_state",
     "recompute",
+    "snapshot_access",
     "unpaid_invoice_for_owed",
 ]
 
@@ -129,11 +136,12 @@ class SubscriptionState:
     stripe_updated_at: datetime
     cancellation_reason: str | None
     livemode: bool
+    account: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SubscriptionState:
         """Build from a database row mapping (extra columns such as updated_at ignored)."""
-        values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+        values = {name: row[name] for name in _SUBSCRIPTION_FIELDS}
         values["access"] = Access(values["access"])
         values["metadata"] = dict(values["metadata"] or {})
         return cls(**values)
@@ -157,11 +165,16 @@ class InvoiceState:
     created_at: datetime | None
     paid_at: datetime | None
     stripe_updated_at: datetime
+    account: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> InvoiceState:
         """Build from a database row mapping (extra columns ignored)."""
-        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{name: row[name] for name in _INVOICE_FIELDS})
+
+
+_SUBSCRIPTION_FIELDS = tuple(f.name for f in dataclasses.fields(SubscriptionState))
+_INVOICE_FIELDS = tuple(f.name for f in dataclasses.fields(InvoiceState))
 
 
 # --- subscriptions -------------------------------------------------------------
@@ -210,7 +223,7 @@ def next_subscription_state(
         if not is_newer_subscription(current, snapshot, seen_at):
             return None
     stripe_updated_at = seen_at if current is None else max(current.stripe_updated_at, seen_at)
-    access = access_for(snapshot.status, snapshot.current_period_end, snapshot.cancellation_reason, now, grace)
+    access = snapshot_access(current, snapshot, now=now, grace=grace)
     owed = _owed(current, access, snapshot.ended_at, unpaid_invoice, became_suspended_at=seen_at)
     return SubscriptionState(
         id=snapshot.id,
@@ -232,7 +245,32 @@ def next_subscription_state(
         stripe_updated_at=stripe_updated_at,
         cancellation_reason=snapshot.cancellation_reason,
         livemode=snapshot.livemode,
+        account=snapshot.account,
     )
+
+
+def snapshot_access(
+    current: SubscriptionState | None, snapshot: SubscriptionSnapshot, *, now: datetime, grace: timedelta
+) -> Access:
+    """The access a snapshot gives when applied: `access_for`, except that a snapshot never ends a grace.
+
+    A snapshot whose grace has run out by the time it is applied (a webhook
+    Stripe delivered late, a backfill, a replay, a reconciliation of a row
+    never seen) says nothing about whether the renewal happened since: it
+    leaves the row in `grace`, and the next grace check asks Stripe before
+    it restricts (`recompute`, with the answer). A row that grace check
+    already restricted for this same period stays restricted.
+    """
+    access = access_for(snapshot.status, snapshot.current_period_end, snapshot.cancellation_reason, now, grace)
+    if access != Access.RESTRICTED or snapshot.status != TIME_DEPENDENT_STATUS:
+        return access
+    restricted_already = (
+        current is not None
+        and current.access == Access.RESTRICTED
+        and current.status == TIME_DEPENDENT_STATUS
+        and current.current_period_end == snapshot.current_period_end
+    )
+    return Access.RESTRICTED if restricted_already else Access.GRACE
 
 
 def recompute(
@@ -265,7 +303,7 @@ def _owed(
     *,
     became_suspended_at: datetime,
 ) -> int | None:
-    """owed_amount of a new state (CONTRACT.md, "owed_amount").
+    """owed_amount of a new state (docs/interface.md, "Access").
 
     Only a suspended state owes. Access ended at `ended_at` when Stripe set it
     (canceled); an `unpaid` subscription has none, so it ended when the row
@@ -290,10 +328,30 @@ def _owed(
     return owed_amount(unpaid.amount_due, unpaid.period_start, unpaid.period_end, access_ended_at)
 
 
-def unpaid_invoice_for_owed(invoices: Iterable[InvoiceState], subscription_id: str) -> InvoiceState | None:
+def settled_by_reactivation(state: SubscriptionState) -> SubscriptionState:
+    """A suspended subscription whose debt a reactivation's first invoice paid owes nothing more.
+
+    From then on it has no unpaid invoice for owed_amount
+    (`unpaid_invoice_for_owed`, settled), so the 0 is kept whatever
+    Stripe later says of it.
+    """
+    if state.access != Access.SUSPENDED:
+        return state
+    return dataclasses.replace(state, owed_amount=0)
+
+
+def unpaid_invoice_for_owed(
+    invoices: Iterable[InvoiceState], subscription_id: str, *, settled: bool = False
+) -> InvoiceState | None:
     """The invoice owed_amount is computed from: the subscription's latest
     open or uncollectible invoice with a service period (latest period end,
-    then latest creation). None when every invoice is paid or void."""
+    then latest creation, then the greatest id, so that the choice never
+    depends on the order the rows come in). None when every invoice is paid
+    or void, and when a reactivation has `settled` what the subscription
+    owed: its invoices stay open in Stripe, but the customer has paid for
+    the days they used with the new subscription's first invoice."""
+    if settled:
+        return None
     candidates = [
         inv
         for inv in invoices
@@ -304,7 +362,7 @@ def unpaid_invoice_for_owed(invoices: Iterable[InvoiceState], subscription_id: s
     ]
     if not candidates:
         return None
-    return max(candidates, key=lambda inv: (inv.period_end or _EPOCH, inv.created_at or _EPOCH))
+    return max(candidates, key=lambda inv: (inv.period_end or _EPOCH, inv.created_at or _EPOCH, inv.id))
 
 
 # --- invoices ------------------------------------------------------------------
@@ -347,6 +405,7 @@ def next_invoice_state(
         created_at=snapshot.created_at,
         paid_at=snapshot.paid_at,
         stripe_updated_at=seen_at if current is None else max(current.stripe_updated_at, seen_at),
+        account=snapshot.account,
     )
 
 
@@ -355,10 +414,8 @@ def next_invoice_state(
 # Bookkeeping, not a change of the subscription: a newer but identical snapshot
 # moves it, and auditing that would log every subscription on every nightly
 # reconciliation.
-_NOT_AUDITED = frozenset({"stripe_updated_at"})
-AUDITED_COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(SubscriptionState) if f.name not in _NOT_AUDITED
-)
+NOT_AUDITED: frozenset[str] = frozenset({"stripe_updated_at"})
+AUDITED_COLUMNS: tuple[str, ...] = tuple(name for name in _SUBSCRIPTION_FIELDS if name not in NOT_AUDITED)
 
 
 def changed_columns(
@@ -367,7 +424,7 @@ def changed_columns(
     """`subscription_changes.before/after`: JSON-ready values of the columns that differ.
 
     Times as ISO 8601 strings, `access` as its string. `stripe_updated_at` is
-    left out (see `_NOT_AUDITED`): an empty `after` means nothing to audit,
+    left out (see `NOT_AUDITED`): an empty `after` means nothing to audit,
     even if the row must still be written because `stripe_updated_at` moved.
     `before` None (a new row) gives `(None, every audited column)`.
     """
@@ -391,3 +448,19 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dict):
         return dict(value)
     return value
+
+
+def is_newer_entitlement_set(
+    held_at: datetime,
+    held: tuple[Entitlement, ...],
+    seen_at: datetime,
+    previous: tuple[Entitlement, ...] | None,
+) -> bool:
+    """Whether a customer's set true as of `seen_at`, preceded by `previous` (None: unknown), may replace `held`.
+
+    Entitlements have no progress order to break a same-second tie with;
+    the summary's own account of the set before it does.
+    """
+    if seen_at != held_at:
+        return seen_at > held_at
+    return previous is None or previous == held

@@ -1,0 +1,44 @@
+"""An invoice snapshot applied, and what it changes beyond its own row: one path for the worker and the reconciliation.
+
+* a suspended subscription's owed amount is priced on its unpaid invoice:
+  the invoice may arrive after the subscription ended, so it is repriced;
+* a paid invoice of a subscription a reactivation made settles what the
+  old one owed (subsync.reactivate.settle).
+
+The caller holds the invoice's lock (subsync.store.locks.invoice_key), in a transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from subsync.reactivate import settle
+from subsync.store import invoices, subscriptions
+from subsync.store.subscriptions import Source
+from subsync.stripe_objects import InvoiceSnapshot
+
+
+def apply_invoice(
+    conn: psycopg.Connection[Any],
+    snapshot: InvoiceSnapshot,
+    seen_at: datetime,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source: Source,
+    source_id: str | None,
+) -> bool:
+    """Apply `snapshot` unless we hold a newer one, and its effects; True if its row was written."""
+    written = invoices.apply_invoice_snapshot(conn, snapshot, seen_at)
+    if written is None or snapshot.subscription_id is None:
+        return written is not None
+    if written.subscription_suspended:
+        subscriptions.reprice_owed_amount(
+            conn, snapshot.subscription_id, now=now, grace=grace, source=source, source_id=source_id
+        )
+    if written.settles_reactivation:
+        settle(conn, snapshot.subscription_id, snapshot.id)
+    return True

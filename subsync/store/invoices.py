@@ -1,0 +1,130 @@
+"""The `invoices` table: one row per Stripe invoice, the newest snapshot applied.
+
+Callers hold the invoice's subscription lock (subsync.store.locks) and are
+inside a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from subsync.access import Access
+from subsync.db import Query, fetch_together, id_match
+from subsync.store import reactivations
+from subsync.stripe_objects import InvoiceSnapshot
+from subsync.transitions import UNPAID_INVOICE_STATUSES, InvoiceState, next_invoice_state, unpaid_invoice_for_owed
+
+INVOICE_COLUMNS = tuple(f.name for f in fields(InvoiceState))
+_SELECT = f"SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices"  # noqa: S608 - fixed names
+
+
+def load_invoices(conn: psycopg.Connection[Any], invoice_ids: Sequence[str]) -> dict[str, InvoiceState]:
+    """These invoices as stored (no lock: for comparing)."""
+    where, param, prepare = id_match("id", invoice_ids)
+    rows = conn.execute(f"{_SELECT} WHERE {where}", (param,), prepare=prepare).fetchall()
+    return {row["id"]: InvoiceState.from_row(row) for row in rows}
+
+
+def unfinished_created_before(conn: psycopg.Connection[Any], cutoff: datetime, *, account: str | None) -> list[str]:
+    """Ids of our `draft` and `open` invoices of `account` created before `cutoff` (or when unknown), by id."""
+    rows = conn.execute(
+        "SELECT id FROM invoices WHERE status IN ('draft', 'open') AND account IS NOT DISTINCT FROM %s"
+        " AND (created_at < %s OR created_at IS NULL) ORDER BY id",
+        (account, cutoff),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def load_invoice(conn: psycopg.Connection[Any], invoice_id: str) -> InvoiceState | None:
+    row = conn.execute(f"{_SELECT} WHERE id = %s FOR UPDATE", (invoice_id,)).fetchone()
+    return None if row is None else InvoiceState.from_row(row)
+
+
+def unpaid_invoices(conn: psycopg.Connection[Any], subscription_ids: Sequence[str]) -> dict[str, InvoiceState]:
+    """Each subscription's invoice that owed_amount is priced on (`transitions.unpaid_invoice_for_owed`).
+
+    The rows read are the subscriptions' unpaid invoices only, a handful at
+    most, and whether a reactivation has settled them; the rule that picks
+    one of them is the tested pure function.
+    """
+    [rows] = fetch_together(conn, [unpaid_invoices_query(subscription_ids)])
+    return unpaid_invoices_from(conn, rows)
+
+
+def unpaid_invoices_query(subscription_ids: Sequence[str]) -> Query:
+    """`unpaid_invoices`'s read, to send with others (`db.fetch_together`); `unpaid_invoices_from` its rows."""
+    where, param, prepare = id_match("subscription_id", subscription_ids)
+    return Query(f"{_SELECT} WHERE {where} AND status = ANY(%s)", (param, sorted(UNPAID_INVOICE_STATUSES)), prepare)
+
+
+def unpaid_invoices_from(conn: psycopg.Connection[Any], rows: Sequence[dict[str, Any]]) -> dict[str, InvoiceState]:
+    invoices = [InvoiceState.from_row(row) for row in rows]
+    owing = sorted({inv.subscription_id for inv in invoices if inv.subscription_id is not None})
+    # Read only when some invoice is unpaid: on the worker's path there rarely is one.
+    settled = reactivations.settled_among(conn, owing) if owing else set()
+    chosen = {}
+    for sub_id in owing:
+        invoice = unpaid_invoice_for_owed(invoices, sub_id, settled=sub_id in settled)
+        if invoice is not None:
+            chosen[sub_id] = invoice
+    return chosen
+
+
+def first_paid_invoice(conn: psycopg.Connection[Any], subscription_id: str) -> str | None:
+    """The id of the first paid invoice of `subscription_id` we hold, if any."""
+    row = conn.execute(
+        "SELECT id FROM invoices WHERE subscription_id = %s AND status = 'paid' ORDER BY created_at, id LIMIT 1",
+        (subscription_id,),
+    ).fetchone()
+    return None if row is None else str(row["id"])
+
+
+def unpaid_invoice(conn: psycopg.Connection[Any], subscription_id: str) -> InvoiceState | None:
+    return unpaid_invoices(conn, [subscription_id]).get(subscription_id)
+
+
+_UPSERT_INVOICE = (
+    f"INSERT INTO invoices ({', '.join(INVOICE_COLUMNS)}, updated_at)"  # noqa: S608 - fixed names
+    f" VALUES ({', '.join(f'%({c})s' for c in INVOICE_COLUMNS)}, now())"
+    f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in INVOICE_COLUMNS if c != 'id')},"
+    " updated_at = now()"
+    # Read in the same statement: the subscription's access (only a suspended
+    # one is repriced), and whether a reactivation waits for its payment.
+    " RETURNING (SELECT s.access FROM subscriptions AS s WHERE s.id = invoices.subscription_id) AS access,"
+    " EXISTS (SELECT 1 FROM reactivations AS r"
+    "  WHERE r.new_subscription_id = invoices.subscription_id AND r.status = 'created') AS reactivating"
+)
+
+
+@dataclass(frozen=True)
+class InvoiceWritten:
+    """An invoice row written: whether its subscription is suspended (the one state priced on
+    invoices), and whether this write paid for a reactivation waiting for it."""
+
+    subscription_suspended: bool
+    settles_reactivation: bool = False
+
+
+def apply_invoice_snapshot(
+    conn: psycopg.Connection[Any], snapshot: InvoiceSnapshot, seen_at: datetime
+) -> InvoiceWritten | None:
+    """Upsert the invoice unless we hold a newer snapshot (or the same). None if nothing was written.
+
+    The upsert also reads its subscription's access, so that the caller
+    reprices only a suspended subscription without reading it again.
+    """
+    before = load_invoice(conn, snapshot.id)
+    after = next_invoice_state(before, snapshot, seen_at)
+    if after is None or after == before:
+        return None
+    row = conn.execute(_UPSERT_INVOICE, {column: getattr(after, column) for column in INVOICE_COLUMNS}).fetchone()
+    became_paid = after.status == "paid" and (before is None or before.status != "paid")
+    return InvoiceWritten(
+        subscription_suspended=row is not None and row["access"] == Access.SUSPENDED.value,
+        settles_reactivation=became_paid and row is not None and bool(row["reactivating"]),
+    )
