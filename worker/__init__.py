@@ -1,7 +1,6 @@
-"""The Dramatiq worker: `dramatiq worker` imports this package.
+"""The worker process (Procfile `worker`): `dramatiq worker.app:setup`.
 
-Importing it sets the broker up (worker.broker) and declares the actors.
+`app.setup` builds the broker and declares the actor in each worker
+process; the rest is the apply protocol (`apply`) and one handler module per
+kind of Stripe object (`handlers`). Nothing here runs on import.
 """
-
-from worker import broker as broker  # noqa: I001 - the broker must exist before the actors
-from worker import actors as actors

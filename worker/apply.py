@@ -1,220 +1,276 @@
-"""Apply one stored event exactly once, and with it a few others still waiting.
+"""Apply the stored events one message names, each exactly once, each failure its own.
 
-1. claim: mark the message's event `processing`, count the attempt (own
-   short commit);
-2. one transaction: lock the event row, skip it if already done; lock up to
-   BATCH_OTHERS more events still `received` that no one else holds; take
-   every advisory lock their handlers need, in one order; run each handler,
-   in the order received; mark them all `processed`/`ignored`. A crash
-   anywhere in it rolls back everything: the claimed row stays `processing`
-   for the outbox sweep, the others stay `received` for their own messages;
-3. on an exception in the message's own event: roll back, record `failed`
-   with the error, re-raise so Dramatiq retries with backoff;
-4. on an exception in another event: roll back, leave that one to its own
-   message (where it fails, is recorded and retried like any other), and
-   apply the message's event again on its own.
+1. claim: mark the message's events `processing` and count the attempt (a
+   commit of its own, so an attempt killed -9 still shows);
+2. one transaction: lock their rows (oldest received first; events a
+   concurrent message finished meanwhile are skipped), read each payload,
+   take every advisory lock the handlers need in one order, run each
+   handler, record every outcome in one statement, commit. A crash
+   anywhere in it rolls everything back: the rows stay `processing` for
+   the outbox sweep;
+3. if a handler raises, the transaction is rolled back and run again with
+   each handler in a savepoint of its own: the event that raises is rolled
+   back to its savepoint and recorded `failed` with a one-line reason in
+   the same commit as the others, so it never fails a neighbour. A transient failure gets a retry of
+   its own, a delayed message (Dramatiq's backoff over the event's
+   attempts) sent after the commit; a permanent one (a payload that cannot
+   be read back, an object that cannot be parsed) none;
+4. if the transaction as a whole fails (the database went away, a lock
+   timed out), every claimed event is recorded failed with a retry, or, if
+   not even that can be written, the error goes to Dramatiq, which retries
+   the message.
 
-Why several at once: one commit (a WAL flush), one round of locks and one
-status update for many events is most of what a burst costs. The messages of
-the others still arrive; their claim waits while the batch holds the rows,
-then finds them done and skips. A message that reaches the process that
-applied its event, and was sent before that, skips before the claim.
+`finish` in the event store is the one writer of the outcome, `claim` of
+the attempt.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import structlog
+from dramatiq.common import compute_backoff
 from psycopg_pool import ConnectionPool
 
-from subsync import db, events, logs, metrics, store
-from worker.handlers import context_for, handler_for, lock_keys
+from subsync import db, logs, metrics
+from subsync.broker import MAX_BACKOFF_MS, MAX_RETRIES, MIN_BACKOFF_MS
+from subsync.envelope import InvalidPayload, loads
+from subsync.intake import other_mode_reason
+from subsync.store import events, locks
+from subsync.stripe_api import StripeApi
+from subsync.stripe_objects import MalformedObject
+from worker import prefetch, thin
+from worker.handlers import Handler, context_for, handler_for, lock_keys
 
 log = logs.get_logger(__name__)
 
-# Set on every connection of the worker's pool (subsync.db.open_pool): a
-# handler waiting on a lock this long is stuck behind something else; fail and
-# let Dramatiq retry, rather than hold a worker thread.
-SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
-# Events the actor applies alongside the message's own, at most. Enough that the commit
-# and the bookkeeping are shared; few enough that a transaction stays short
-# (others wait on its locks) and a failure costs little to redo.
-BATCH_OTHERS = 15
-# Events that made a batch fail are left to their own messages; this process
-# does not pick them again. Bounded: forgetting one only costs another retry.
-MAX_EXCLUDED = 1000
+# The same payload fails the same way on every attempt: no retry.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (InvalidPayload, MalformedObject)
 
 
-class _OtherFailed(Exception):
-    """An event applied alongside failed: the batch was rolled back."""
+@dataclass(frozen=True)
+class Result:
+    """One event's end of this attempt, and the delay of its retry if one is due."""
 
-    def __init__(self, event_id: str) -> None:
-        super().__init__(event_id)
-        self.event_id = event_id
-
-
-class _Excluded:
-    """The ids this process keeps out of its batches (thread-safe, bounded)."""
-
-    def __init__(self, limit: int) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def add(self, event_id: str) -> None:
-        with self._lock:
-            self._ids[event_id] = None
-            while len(self._ids) > self._limit:
-                self._ids.popitem(last=False)
-
-    def ids(self) -> list[str]:
-        with self._lock:
-            return list(self._ids)
+    id: str
+    type: str
+    status: events.FinalStatus
+    error: str | None = None  # for last_error (the database), never for a log line
+    error_type: str | None = None
+    retry_in_ms: int | None = None
 
 
-_excluded = _Excluded(MAX_EXCLUDED)
+def apply_events(
+    pool: ConnectionPool[Any],
+    event_ids: list[str],
+    *,
+    grace: timedelta,
+    livemode: bool = False,
+    api: StripeApi | None = None,
+) -> list[Result]:
+    """Apply the stored events `event_ids` (module docstring); returns what became of each one claimed.
 
-# Ids this process applied, with when; their own messages then skip without
-# the claim's round trip (about 9% of a burst's CPU per event, measured).
-# Bounded: forgetting one only costs that round trip.
-MAX_APPLIED_HERE = 20_000
-# Only a message sent this long before the apply is skipped: one sent after
-# it (a replay, the outbox sweep) must reach the claim even when its
-# sender's clock runs a little behind this host's.
-CLOCK_MARGIN_MS = 2_000
-
-
-class _AppliedHere:
-    """The events this process applied, and when (thread-safe, bounded)."""
-
-    def __init__(self, limit: int) -> None:
-        self._at: OrderedDict[str, int] = OrderedDict()
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def add(self, event_ids: list[str], at_ms: int) -> None:
-        with self._lock:
-            for event_id in event_ids:
-                self._at[event_id] = at_ms
-                self._at.move_to_end(event_id)
-            while len(self._at) > self._limit:
-                self._at.popitem(last=False)
-
-    def take(self, event_id: str, sent_at_ms: int) -> bool:
-        """True once if `event_id` was applied here after a message sent at `sent_at_ms`.
-
-        Such a message was queued for the state already applied (Stripe's
-        delivery, a sweep that raced the apply): the claim would find the
-        event done. One sent later may be for a replay of it, and goes on.
-        """
-        with self._lock:
-            applied_at = self._at.get(event_id)
-            if applied_at is None or sent_at_ms >= applied_at - CLOCK_MARGIN_MS:
-                return False
-            del self._at[event_id]
-            return True
-
-
-_applied_here = _AppliedHere(MAX_APPLIED_HERE)
-
-
-def apply_event(
-    pool: ConnectionPool[Any], event_id: str, *, grace: timedelta, others: int = 0, sent_at_ms: int | None = None
-) -> str:
-    """Apply the stored event `event_id`, and up to `others` waiting ones; returns its outcome.
-
-    The actor passes BATCH_OTHERS; a caller applying one chosen event (a
-    test, a tool) leaves the rest alone. The actor also passes when its
-    message was sent: a message for an event this process applied since is
-    skipped without a round trip.
+    `livemode` is the deployment's mode: an event of the other mode (a
+    replay of one stored ignored) is ignored again, never applied. `api`
+    fetches what an event needs from Stripe (worker.prefetch: the objects
+    thin events point at, and the like), before the transaction, so that
+    no lock is held while Stripe answers.
     """
-    if sent_at_ms is not None and _applied_here.take(event_id, sent_at_ms):
-        log.debug("event_skipped", event_id=event_id, reason="applied by this process after the message was sent")
-        return "skipped"
     started = time.perf_counter()
-    structlog.contextvars.bind_contextvars(event_id=event_id)
+    claimed = db.run(pool, lambda conn: events.claim(conn, event_ids))
+    if not claimed:
+        log.debug("events_skipped", events=len(event_ids), reason="already applied or unknown")
+        return []
+    ids = [c.id for c in claimed]
+    fetched = _prefetch(pool, api, [c.id for c in claimed if prefetch.needs_fetch(c.type)])
+    try:
+        # Safe to run twice (db.run, after a dropped connection): the rows
+        # a first run committed are `processed` and skipped.
+        results = db.run(pool, lambda conn: _apply_batch(conn, ids, grace, livemode, fetched))
+    except Exception as exc:  # noqa: BLE001 - whatever failed the batch is recorded against its events
+        results = _record_batch_failure(pool, ids, exc)
+    _report(results, time.perf_counter() - started)
+    return results
 
-    def claim_and_apply(conn: psycopg.Connection[Any]) -> list[tuple[events.StoredEvent, str]] | None:
-        # Safe to run twice (db.run, after a dropped connection): a second
-        # claim finds the event applied, or counts the attempt it is.
-        if not events.claim(conn, event_id):
-            log.debug("event_skipped", reason="already applied or unknown")
-            return None
+
+# The event to apply, completed from Stripe's API; None for a thin event of a
+# type we do not handle; or why it could not be fetched.
+Fetched = dict[str, Any] | None | Exception
+
+
+def _prefetch(pool: ConnectionPool[Any], api: StripeApi | None, event_ids: list[str]) -> dict[str, Fetched]:
+    if not event_ids:
+        return {}
+    with pool.connection() as conn:
+        texts = events.payload_texts(conn, event_ids)
+    fetched: dict[str, Fetched] = {}
+    for event_id, text in texts.items():
         try:
-            return _apply(conn, event_id, grace, others)
-        except _OtherFailed as exc:
-            _excluded.add(exc.event_id)
-            return _apply(conn, event_id, grace, 0)
+            fetched[event_id] = prefetch.event_to_apply(api, loads(text))
+        except Exception as exc:  # noqa: BLE001 - charged to this event alone, in the transaction
+            fetched[event_id] = exc
+    return fetched
 
-    outcomes = db.run(pool, claim_and_apply)
-    if outcomes is None:
-        return "skipped"
-    _applied_here.add([stored.id for stored, _ in outcomes], int(time.time() * 1000))
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
-    own = "skipped"
-    for stored, outcome in outcomes:
-        metrics.EVENTS_APPLIED.labels(type=stored.type, outcome=outcome).inc()
-        structlog.contextvars.bind_contextvars(event_id=stored.id, event_type=stored.type)
-        log.info("event_applied", outcome=outcome, duration_ms=duration_ms, batch=len(outcomes))
-        if stored.id == event_id:
-            own = outcome
-    structlog.contextvars.bind_contextvars(event_id=event_id)
-    return own
+
+class _HandlerRaised(Exception):
+    """A handler raised in a batch applied without savepoints: it is applied again, each event in its own."""
+
+
+def _apply_batch(
+    conn: psycopg.Connection[Any], event_ids: list[str], grace: timedelta, livemode: bool, fetched: dict[str, Fetched]
+) -> list[Result]:
+    """Every event in one transaction; each in a savepoint only once one of them has raised.
+
+    A savepoint costs two round trips per event, and handlers rarely raise:
+    the batch is first applied without them, and if a handler raises, it is
+    rolled back whole and applied again with one savepoint per event, where
+    the failure is charged to that event alone.
+    """
+    try:
+        return _apply(conn, event_ids, grace, livemode, fetched, isolate=False)
+    except _HandlerRaised:
+        return _apply(conn, event_ids, grace, livemode, fetched, isolate=True)
 
 
 def _apply(
-    conn: psycopg.Connection[Any], event_id: str, grace: timedelta, others: int
-) -> list[tuple[events.StoredEvent, str]] | None:
-    """One applying transaction; None if the event is done already (or gone)."""
-    event_type = "?"
-    current = event_id  # whose code is running: a failure is charged to it
-    try:
-        with conn.transaction():
-            batch = events.lock_batch(conn, event_id, others, _excluded.ids() if others else ())
-            own = next((stored for stored in batch if stored.id == event_id), None)
-            if own is None or own.status in ("processed", "ignored"):
-                return None
-            event_type = own.type
-            keys = []
-            for stored in batch:
-                current = stored.id
-                keys += lock_keys(stored.type, stored.payload["data"]["object"])
-            current = event_id
-            store.lock_objects(conn, keys)
-            outcomes = []
-            for stored in batch:
-                current = stored.id
-                structlog.contextvars.bind_contextvars(event_id=stored.id, event_type=stored.type)
-                outcomes.append((stored, _run(conn, stored, grace)))
-            current = event_id
-            structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
-            events.finish_batch(conn, [(stored.id, outcome) for stored, outcome in outcomes], event_id)
-    except Exception as exc:
-        structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
-        if current != event_id:
-            log.info("batch_member_failed", member_id=current, error=f"{type(exc).__name__}: {exc}")
-            raise _OtherFailed(current) from exc
-        error = f"{type(exc).__name__}: {exc}"
-        metrics.EVENTS_FAILED.labels(type=event_type).inc()
-        log.warning("event_failed", error=error)
-        if not conn.closed:
+    conn: psycopg.Connection[Any],
+    event_ids: list[str],
+    grace: timedelta,
+    livemode: bool,
+    fetched: dict[str, Fetched],
+    *,
+    isolate: bool,
+) -> list[Result]:
+    with conn.transaction():
+        stored = [s for s in events.lock_for_apply(conn, event_ids) if s.status == "processing"]
+        results: list[Result] = []
+        ready: list[tuple[events.StoredEvent, dict[str, Any]]] = []
+        for event in stored:
             try:
-                events.fail(conn, event_id, error)
-            except psycopg.Error as record_exc:
-                log.warning("event_failure_not_recorded", error=str(record_exc))
-        raise
-    return outcomes
+                payload = _payload(event, fetched)
+            except Exception as exc:  # noqa: BLE001 - an unreadable payload or a failed fetch fails this event alone
+                results.append(_failed(event.id, event.type, event.attempts, exc))
+                continue
+            if payload is None:  # a thin event of a type we do not handle
+                results.append(Result(event.id, event.type, "ignored"))
+                continue
+            if isinstance(payload, dict) and (payload.get("livemode") is True) != livemode:
+                results.append(Result(event.id, event.type, "ignored", other_mode_reason(not livemode)))
+                continue
+            ready.append((event, payload))
+        locks.lock_objects(
+            conn, [key for event, payload in ready for key in lock_keys(payload.get("type", ""), _object(payload))]
+        )
+        for event, payload in ready:
+            structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
+            handler = handler_for(payload.get("type") or event.type)
+            if handler is None:
+                results.append(Result(event.id, event.type, "ignored"))
+                continue
+            if not isolate:
+                try:
+                    results.append(Result(event.id, event.type, _run(conn, handler, event, payload, grace)))
+                except Exception as exc:
+                    if conn.broken:
+                        raise
+                    raise _HandlerRaised from exc
+                continue
+            try:
+                with conn.transaction():  # a savepoint: a failure rolls back this event only
+                    results.append(Result(event.id, event.type, _run(conn, handler, event, payload, grace)))
+            except Exception as exc:
+                if conn.broken:
+                    raise
+                results.append(_failed(event.id, event.type, event.attempts, exc))
+        events.finish(conn, [_finished(r) for r in results])
+    return results
 
 
-def _run(conn: psycopg.Connection[Any], stored: events.StoredEvent, grace: timedelta) -> str:
-    handler = handler_for(stored.type)
-    if handler is None:
-        return "ignored"
-    ctx = context_for(stored.id, stored.payload, replayed=stored.replays > 0, grace=grace)
-    return handler(conn, ctx)
+def _payload(event: events.StoredEvent, fetched: dict[str, Fetched]) -> dict[str, Any] | None:
+    """The snapshot event to apply: the stored one, or the one fetched for it (worker.prefetch)."""
+    if event.id not in fetched:
+        payload: dict[str, Any] = loads(event.payload_text)
+        return payload
+    value = fetched[event.id]
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+def _object(payload: Any) -> dict[str, Any]:
+    data = payload.get("data") if isinstance(payload, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _run(
+    conn: psycopg.Connection[Any],
+    handler: Handler,
+    event: events.StoredEvent,
+    payload: dict[str, Any],
+    grace: timedelta,
+) -> events.Outcome:
+    fetched = thin.is_thin(event.type)
+    return handler(conn, context_for(event.id, payload, replayed=event.replays > 0, grace=grace, fetched=fetched))
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line: the reason on-call reads in `last_error`."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _failed(event_id: str, event_type: str, attempts: int, exc: BaseException) -> Result:
+    retry_in_ms = None
+    if not isinstance(exc, PERMANENT_ERRORS) and attempts <= MAX_RETRIES:
+        _, retry_in_ms = compute_backoff(attempts - 1, factor=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)
+    return Result(event_id, event_type, "failed", one_line(exc), type(exc).__name__, retry_in_ms)
+
+
+def _finished(result: Result) -> events.Finished:
+    retry_at = None
+    if result.retry_in_ms is not None:
+        retry_at = datetime.now(UTC) + timedelta(milliseconds=result.retry_in_ms)
+    return events.Finished(result.id, result.status, result.error, retry_at)
+
+
+def _record_batch_failure(pool: ConnectionPool[Any], event_ids: list[str], exc: Exception) -> list[Result]:
+    """The whole transaction failed: record every claimed event failed, with a retry. Raises if it cannot."""
+    log.warning("batch_failed", events=len(event_ids), exc_info=exc)
+
+    def record(conn: psycopg.Connection[Any]) -> list[Result]:
+        with conn.transaction():
+            stored = events.lock_for_apply(conn, event_ids)
+            results = [_failed(s.id, s.type, s.attempts, exc) for s in stored if s.status == "processing"]
+            events.finish(conn, [_finished(r) for r in results])
+        return results
+
+    try:
+        return db.run(pool, record)
+    except (psycopg.Error, OSError) as record_exc:
+        # Not even that: Dramatiq retries the message; the rows stay
+        # `processing` for the outbox sweep meanwhile.
+        raise record_exc from exc
+
+
+def _report(results: list[Result], seconds: float) -> None:
+    duration_ms = round(seconds * 1000, 2)
+    for result in results:
+        structlog.contextvars.bind_contextvars(event_id=result.id, event_type=result.type)
+        if result.status == "failed":
+            metrics.EVENTS_FAILED.labels(type=result.type).inc()
+            log.warning(
+                "event_failed",
+                error_type=result.error_type,
+                retry_in_ms=result.retry_in_ms,
+                permanent=result.retry_in_ms is None,
+                batch=len(results),
+            )
+        else:
+            metrics.EVENTS_APPLIED.labels(type=result.type, outcome=result.status).inc()
+            log.info("event_applied", outcome=result.status, duration_ms=duration_ms, batch=len(results))
+    structlog.contextvars.unbind_contextvars("event_id", "event_type")

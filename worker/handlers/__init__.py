@@ -1,0 +1,56 @@
+"""One handler per kind of Stripe object, chosen by a pure lookup on the event type.
+
+Handlers run inside the applying transaction (worker.apply), which holds
+the advisory locks `lock_keys` names for the event, and return the event's
+outcome: 'processed', or 'ignored' for a type we do not handle. Named
+`handle_<object>_event` as in Zulip's corporate/ handlers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from subsync import event_types
+from subsync.store.locks import entitlements_key, invoice_key, subscription_key
+from subsync.stripe_objects import invoice_subscription_id, summary_customer_id
+from worker.handlers.checkout import handle_checkout_event
+from worker.handlers.context import Context, Handler, context_for
+from worker.handlers.customers import handle_customer_event
+from worker.handlers.entitlements import handle_entitlements_event
+from worker.handlers.invoices import handle_invoice_event
+from worker.handlers.subscriptions import handle_subscription_event
+
+__all__ = ["HANDLERS", "Context", "Handler", "context_for", "handler_for", "lock_keys"]
+
+HANDLERS: dict[event_types.Kind, Handler] = {
+    "subscription": handle_subscription_event,
+    "invoice": handle_invoice_event,
+    "checkout": handle_checkout_event,
+    "customer": handle_customer_event,
+    "entitlements": handle_entitlements_event,
+}
+
+
+def handler_for(event_type: str) -> Handler | None:
+    kind = event_types.kind_of(event_type)
+    return None if kind is None else HANDLERS[kind]
+
+
+def lock_keys(event_type: str, obj: dict[str, Any]) -> list[str]:
+    """The advisory locks (subsync.store.locks) that applying this event needs.
+
+    A worker applying several events in one transaction takes them all first,
+    in one order, rather than one by one as each handler does on its own.
+    """
+    kind = event_types.kind_of(event_type)
+    if kind == "entitlements":  # a summary has no id: it is the customer's
+        customer_id = summary_customer_id(obj)
+        return [] if customer_id is None else [entitlements_key(customer_id)]
+    obj_id = obj.get("id")
+    if kind is None or not isinstance(obj_id, str) or event_types.is_preview(event_type):
+        return []
+    if kind == "invoice":
+        return [invoice_key(obj_id, invoice_subscription_id(obj))]
+    if kind == "subscription":
+        return [subscription_key(obj_id)]
+    return [f"{kind}:{obj_id}"]

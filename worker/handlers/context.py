@@ -1,0 +1,58 @@
+"""What a handler is given: the event's object, its Stripe time, who applies it, and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from subsync.store.events import Outcome
+from subsync.store.subscriptions import Source
+from subsync.stripe_objects import ts
+
+
+@dataclass(frozen=True)
+class Context:
+    event_id: str
+    event_type: str
+    created: datetime  # the event's `created`: Stripe's time of its snapshot
+    obj: dict[str, Any]
+    source: Source  # 'webhook', or 'replay' for an event queued again by hand
+    now: datetime
+    grace: timedelta
+    account: str | None = None  # the connected account of the event; None: the platform's own
+    # The object was fetched from Stripe's API for a thin event: it is the
+    # object's state now, not when the event happened.
+    fetched: bool = False
+    # data.previous_attributes: what the event says changed, as it was before.
+    previous: dict[str, Any] | None = None
+
+
+Handler = Callable[[psycopg.Connection[Any], Context], Outcome]
+
+
+def context_for(
+    event_id: str, payload: dict[str, Any], *, replayed: bool, grace: timedelta, fetched: bool = False
+) -> Context:
+    created = ts(payload["created"])
+    assert created is not None
+    return Context(
+        event_id=event_id,
+        event_type=payload["type"],
+        created=created,
+        obj=payload["data"]["object"],
+        source="replay" if replayed else "webhook",
+        now=datetime.now(UTC),
+        grace=grace,
+        account=payload.get("account") if isinstance(payload.get("account"), str) else None,
+        fetched=fetched,
+        previous=_previous(payload["data"]),
+    )
+
+
+def _previous(data: dict[str, Any]) -> dict[str, Any] | None:
+    previous = data.get("previous_attributes")
+    return previous if isinstance(previous, dict) else None
