@@ -22,8 +22,9 @@ from typing import Any
 import stripe
 from psycopg_pool import ConnectionPool
 
-from reconciler.stripe_api import StripeApi
-from subsync import logs, store
+from subsync import logs
+from subsync.store import subscriptions
+from subsync.stripe_api import Snapshot, StripeApi
 from subsync.stripe_objects import parse_subscription
 
 log = logs.get_logger(__name__)
@@ -40,21 +41,32 @@ class RefreshResult:
     stripe_errors: int = 0
 
 
-def due(pool: ConnectionPool[Any], *, now: datetime, grace: timedelta, after: str = "") -> list[dict[str, Any]]:
-    """Rows whose access must move now: full past period end, or grace run out."""
+def _due(pool: ConnectionPool[Any], *, now: datetime, grace: timedelta, after: str) -> list[dict[str, Any]]:
     with pool.connection() as conn:
-        return conn.execute(
-            """
-            SELECT id, access, current_period_end FROM subscriptions
-             WHERE status = 'active' AND access IN ('full', 'grace')
-               AND current_period_end <= %(now)s
-               AND (access = 'full' OR current_period_end <= %(now)s - %(grace)s)
-               AND id > %(after)s
-             ORDER BY id
-             LIMIT %(batch)s
-            """,
-            {"now": now, "grace": grace, "after": after, "batch": BATCH},
-        ).fetchall()
+        return subscriptions.due_for_grace_check(conn, now=now, grace=grace, after=after, limit=BATCH)
+
+
+class _Deferred(Exception):
+    """Stripe could not be asked now: the row stays in grace and is asked again next minute."""
+
+
+def _ask_stripe(api: StripeApi, row: dict[str, Any]) -> Snapshot | None:
+    """Stripe's subscription, on its own account (a connected one is unknown to the platform).
+
+    None when Stripe does not know it (nothing confirms a renewal);
+    _Deferred when Stripe could not be asked, or not on that account (a
+    key without access to it is a 403, which says nothing of the renewal).
+    """
+    try:
+        return api.retrieve_subscription(row["id"], account=row["account"])
+    except stripe.InvalidRequestError as exc:
+        log.warning(
+            "grace_subscription_unknown_to_stripe", subscription_id=row["id"], account=row["account"], error=str(exc)
+        )
+        return None
+    except stripe.StripeError as exc:
+        log.warning("grace_check_deferred", subscription_id=row["id"], account=row["account"], error=str(exc))
+        raise _Deferred from exc
 
 
 def refresh(
@@ -68,28 +80,23 @@ def refresh(
     result = RefreshResult()
     source_id = f"refresh:{now.isoformat(timespec='seconds')}"
     after = ""
-    while rows := due(pool, now=now, grace=grace, after=after):
+    while rows := _due(pool, now=now, grace=grace, after=after):
         after = rows[-1]["id"]
         for row in rows:
             result.checked += 1
-            grace_over = now >= row["current_period_end"] + grace
             snapshot = None
-            if grace_over and api is not None:
+            if api is not None and now >= row["current_period_end"] + grace:
                 result.asked_stripe += 1
                 try:
-                    snapshot = api.retrieve_subscription(row["id"])
-                except stripe.InvalidRequestError as exc:
-                    # Stripe does not know it: nothing confirms a renewal.
-                    log.warning("grace_subscription_unknown_to_stripe", subscription_id=row["id"], error=str(exc))
-                except stripe.StripeError as exc:
+                    snapshot = _ask_stripe(api, row)
+                except _Deferred:
                     result.stripe_errors += 1
-                    log.warning("grace_check_deferred", subscription_id=row["id"], error=str(exc))
                     continue
             with pool.connection() as conn, conn.transaction():
                 if snapshot is not None:
-                    applied = store.apply_subscription_snapshot(
+                    applied = subscriptions.apply_subscription_snapshot(
                         conn,
-                        parse_subscription(snapshot.data),
+                        parse_subscription(snapshot.data, account=row["account"]),
                         snapshot.seen_at,
                         now=now,
                         grace=grace,
@@ -98,7 +105,7 @@ def refresh(
                     )
                     result.repaired_from_stripe += int(applied.changed)
                     result.changed += int(applied.changed)
-                recomputed = store.recompute_subscription(
+                recomputed = subscriptions.recompute_subscription(
                     conn, row["id"], now=now, grace=grace, source="grace", source_id=source_id
                 )
                 result.changed += int(recomputed.changed)

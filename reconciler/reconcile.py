@@ -1,17 +1,29 @@
-"""The full reconciliation: Stripe's subscriptions against ours, drift repaired.
+"""The full reconciliation: Stripe's subscriptions, invoices and entitlements against ours, drift repaired.
 
-Streaming: subscriptions come a page (100) at a time and each page is
-compared and repaired while the next one is fetched (reconciler/readahead.py,
-one page ahead), so memory stays flat however many there are. The ids Stripe
-listed go to a temporary table on the run's own connection, which is how
-rows we have and Stripe lacks are found at the end without holding every id
-in Python.
+For each account covered (the platform's own, and every connected account
+we hold anything of, each listed on its own account):
 
-Repairs go through `store.apply_subscription_snapshot`, the worker's own
-path: access, owed amount, the audit trail (source 'reconcile', source id
-the run id) and NOTIFY follow. A snapshot is stamped with the `Date` of the
-page that carried it, so a webhook applied after the page was fetched is
-newer and is left alone.
+1. subscriptions: every one Stripe has (`status=all`), a page (100) at a
+   time, compared with our row and items by the transition rules
+   themselves (subsync.drift): any column the rules would change is drift,
+   derived ones included. The ids Stripe listed go to a temporary table on
+   the run's own connection, which is how rows we have and Stripe lacks
+   are found at the end without holding every id in Python.
+2. invoices: every one Stripe lists as created in the last
+   INVOICE_WINDOW (paged), then every invoice still `draft` or `open` here
+   that is older, retrieved one by one. A paid invoice whose payment the
+   ledger lacks gets its row (source `reconcile`), and so does each failed
+   attempt its attempt count implies (ledger.facts_implied_by_invoice): an
+   `invoice.paid` lost, even one older than Stripe's 30 days of events,
+   still reaches the ledger.
+3. entitlements: each customer's active entitlements (reconciler/entitlements.py).
+
+Repairs go through the worker's own paths (`apply_subscription_snapshots`,
+`subsync.invoice_effects.apply_invoice`): access, owed amount, the audit trail (source
+`reconcile`, source id the run id) and NOTIFY follow. A snapshot is stamped
+with the `Date` of the answer that carried it, so a webhook applied after
+the page was fetched is newer and is left alone. Pages are read one ahead
+(reconciler/readahead.py), so memory stays flat however many there are.
 
 One run at a time across every process and machine (advisory lock). A run
 that dies stays 'running' in reconciliation_runs until the next run, holding
@@ -20,149 +32,157 @@ the lock, marks it failed ('interrupted') and starts cleanly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
-from reconciler.locks import exclusive
+from reconciler import accounts
+from reconciler.entitlements import reconcile_entitlements
 from reconciler.readahead import read_ahead
-from reconciler.stripe_api import Snapshot, StripeApi
-from subsync import logs, store
-from subsync.stripe_objects import SubscriptionSnapshot, parse_subscription
+from reconciler.report import MAX_LISTED, AccountRun, Figures, Report, note_verdict
+from subsync import drift, logs
+from subsync.invoice_effects import apply_invoice
+from subsync.ledger import facts_implied_by_invoice
+from subsync.store import invoices, jobs, locks, payments, subscriptions
+from subsync.stripe_api import Snapshot, StripeApi
+from subsync.stripe_objects import InvoiceSnapshot, SubscriptionSnapshot, parse_invoice, parse_subscription
 
 log = logs.get_logger(__name__)
 
-# The columns compared with Stripe (issue 5); others follow on any repair.
-COMPARED = (
-    "status",
-    "current_period_start",
-    "current_period_end",
-    "cancel_at_period_end",
-    "cancel_at",
-    "canceled_at",
-    "ended_at",
-    "trial_end",
-)
-# How many changes a report lists; the counts are always complete.
-MAX_LISTED = 1000
+# Invoices created this recently are listed from Stripe; older ones are
+# asked about one by one while still draft or open here. Beyond Stripe's
+# 30 days of events, so a payment whose events are gone is still found.
+INVOICE_WINDOW = timedelta(days=35)
 
 
 class AlreadyRunning(Exception):
     """Another reconciliation holds the lock."""
 
 
-@dataclass
-class Report:
-    run_id: int | None = None
-    dry_run: bool = False
-    status: str = "running"
-    scanned: int = 0
-    drifted: int = 0
-    fixed: int = 0
-    created: int = 0
-    missing_in_stripe: int = 0
-    left_alone_newer: int = 0
-    error: str | None = None
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    missing_ids: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+# --- subscriptions ------------------------------------------------------------------
 
 
-def drift(ours: dict[str, Any] | None, theirs: SubscriptionSnapshot) -> dict[str, list[Any]]:
-    """The compared columns that differ: {column: [ours, Stripe's]} (JSON-ready)."""
-    out: dict[str, list[Any]] = {}
-    for column in COMPARED:
-        mine = None if ours is None else ours[column]
-        stripe_value = getattr(theirs, column)
-        if mine != stripe_value:
-            out[column] = [_json(mine), _json(stripe_value)]
-    return out
+def _reconcile_subscriptions(run: AccountRun, api: StripeApi) -> None:
+    with run.pool.connection() as seen_conn:
+        subscriptions.start_seen(seen_conn)
+        for page in read_ahead(api.subscription_pages(account=run.account), name="reconcile-pages"):
+            subscriptions.add_seen(seen_conn, [snapshot.data["id"] for snapshot in page])
+            _subscription_page(run, page, now=datetime.now(UTC))
+        for sub_id in subscriptions.not_seen(seen_conn, account=run.account):
+            run.figures.missing_in_stripe += 1
+            if len(run.report.missing_ids) < MAX_LISTED:
+                run.report.missing_ids.append(sub_id)
 
 
-def _json(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _start(conn: psycopg.Connection[Any], dry_run: bool) -> int:
-    conn.execute(
-        "UPDATE reconciliation_runs SET status = 'failed', finished_at = now(),"
-        " error = 'interrupted: the process running it died' WHERE status = 'running'"
-    )
-    return conn.execute("INSERT INTO reconciliation_runs (dry_run) VALUES (%s) RETURNING id", (dry_run,)).fetchone()[
-        "id"
-    ]
-
-
-def _finish(conn: psycopg.Connection[Any], report: Report) -> None:
-    conn.execute(
-        """UPDATE reconciliation_runs
-              SET finished_at = now(), status = %s, scanned = %s, drifted = %s, fixed = %s,
-                  created = %s, missing_in_stripe = %s, error = %s
-            WHERE id = %s""",
-        (
-            report.status,
-            report.scanned,
-            report.drifted,
-            report.fixed,
-            report.created,
-            report.missing_in_stripe,
-            report.error,
-            report.run_id,
-        ),
-    )
-
-
-def _reconcile_page(
-    pool: ConnectionPool[Any],
-    page: list[Snapshot],
-    report: Report,
-    *,
-    grace: timedelta,
-    now: datetime,
-) -> None:
-    parsed = [(parse_subscription(s.data), s.seen_at) for s in page]
-    ids = [p.id for p, _ in parsed]
-    with pool.connection() as conn:
-        cols = ", ".join(("id", *COMPARED))
-        where, param, prepare = store.id_match("id", ids)
-        ours = {
-            r["id"]: r
-            for r in conn.execute(
-                f"SELECT {cols} FROM subscriptions WHERE {where}",  # noqa: S608 - fixed names
-                (param,),
-                prepare=prepare,
-            )
-        }
+def _subscription_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> None:
+    parsed = [(parse_subscription(s.data, account=run.account), s.seen_at) for s in page]
+    ids = [snapshot.id for snapshot, _ in parsed]
+    with run.pool.connection() as conn:
+        ours = subscriptions.load_subscriptions(conn, ids)
+        our_items = subscriptions.load_items(conn, ids)
+        unpaid = invoices.unpaid_invoices(conn, ids)
         to_apply: list[tuple[SubscriptionSnapshot, datetime]] = []
         for snapshot, seen_at in parsed:
-            report.scanned += 1
-            mine = ours.get(snapshot.id)
-            diff = drift(mine, snapshot)
-            if not diff:
+            run.figures.scanned += 1
+            verdict = drift.subscription(
+                ours.get(snapshot.id),
+                our_items.get(snapshot.id, ()),
+                snapshot,
+                seen_at,
+                now=now,
+                grace=run.grace,
+                unpaid_invoice=unpaid.get(snapshot.id),
+            )
+            if not note_verdict(run, verdict, "subscription_id", snapshot.id, stripe_status=snapshot.status):
                 continue
-            if mine is None:
-                report.created += 1
-            else:
-                report.drifted += 1
-            if len(report.changes) < MAX_LISTED:
-                report.changes.append({"subscription_id": snapshot.id, "new": mine is None, "changes": diff})
             to_apply.append((snapshot, seen_at))
-        if report.dry_run or not to_apply:
+        if run.report.dry_run or not to_apply:
             return
         with conn.transaction():
-            applied = store.apply_subscription_snapshots(
-                conn, to_apply, now=now, grace=grace, source="reconcile", source_id=str(report.run_id)
+            applied = subscriptions.apply_subscription_snapshots(
+                conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
             )
         for (snapshot, _), result in zip(to_apply, applied, strict=True):
-            if result.stale:
-                report.left_alone_newer += 1
+            if result.stale:  # a webhook applied since the comparison
+                run.figures.left_alone_newer += 1
             elif snapshot.id in ours and result.changed:
-                report.fixed += 1
+                run.figures.fixed += 1
+
+
+# --- invoices -----------------------------------------------------------------------
+
+
+def _reconcile_invoices(run: AccountRun, api: StripeApi) -> None:
+    since = datetime.now(UTC) - INVOICE_WINDOW
+    pages = api.invoice_pages(created_gte=int(since.timestamp()), account=run.account)
+    for page in read_ahead(pages, name="reconcile-invoice-pages"):
+        _invoice_page(run, page, now=datetime.now(UTC))
+    with run.pool.connection() as conn:
+        older = invoices.unfinished_created_before(conn, since, account=run.account)
+    for invoice_id in older:
+        _invoice_page(run, [api.retrieve_invoice(invoice_id, account=run.account)], now=datetime.now(UTC))
+
+
+def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> None:
+    parsed = [(parse_invoice(s.data, account=run.account), s.data, s.seen_at) for s in page]
+    with run.pool.connection() as conn:
+        ours = invoices.load_invoices(conn, [snapshot.id for snapshot, _, _ in parsed])
+        facts = [
+            fact for _, data, seen_at in parsed for fact in facts_implied_by_invoice(data, seen_at, account=run.account)
+        ]
+        missing_facts = {f.fact_key for f in facts} - payments.recorded_fact_keys(conn, [f.fact_key for f in facts])
+        to_apply: list[tuple[InvoiceSnapshot, datetime]] = []
+        for snapshot, _, seen_at in parsed:
+            run.figures.invoices_scanned += 1
+            verdict = drift.invoice(ours.get(snapshot.id), snapshot, seen_at)
+            if verdict.kind in ("created", "drifted"):
+                run.figures.invoices_drifted += 1
+                new = ours.get(snapshot.id) is None
+                run.report.note(
+                    {"invoice_id": snapshot.id, "account": run.account, "new": new, "changes": verdict.changes}
+                )
+                to_apply.append((snapshot, seen_at))
+        if run.report.dry_run:
+            run.figures.ledger_added += len(missing_facts)
+            return
+        if not to_apply and not missing_facts:
+            return
+        with conn.transaction():
+            locks.lock_objects(conn, [locks.invoice_key(s.id, s.subscription_id) for s, _, _ in parsed])
+            for snapshot, seen_at in to_apply:
+                written = apply_invoice(
+                    conn, snapshot, seen_at, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
+                )
+                run.figures.invoices_fixed += int(written)
+            for fact in facts:
+                if fact.fact_key in missing_facts:
+                    added = payments.record_payment(conn, fact, None, source="reconcile", source_id=run.source_id)
+                    run.figures.ledger_added += int(added)
+
+
+# --- the run ------------------------------------------------------------------------
+
+# The passes over one account's objects, in this order: subscriptions first,
+# so that an invoice's subscription is ours before the invoice is compared,
+# and every customer with a subscription is known to the entitlements pass.
+PASSES: tuple[Callable[[AccountRun, StripeApi], None], ...] = (
+    _reconcile_subscriptions,
+    _reconcile_invoices,
+    reconcile_entitlements,
+)
+
+
+def _reconcile_account(
+    pool: ConnectionPool[Any], api: StripeApi, report: Report, *, account: str | None, grace: timedelta
+) -> None:
+    """One account's subscriptions and invoices, listed on that account, against our rows of it."""
+    figures = report.accounts.setdefault(accounts.key(account), Figures())
+    run = AccountRun(pool, report, figures, account, grace)
+    for each_pass in PASSES:
+        each_pass(run, api)
+    report.add(figures)
 
 
 def run(
@@ -171,50 +191,43 @@ def run(
     *,
     grace: timedelta,
     dry_run: bool = False,
+    account: str | None = accounts.ALL_ACCOUNTS,
 ) -> Report:
-    """One full reconciliation. Raises AlreadyRunning, or the Stripe/DB error that failed it."""
+    """One reconciliation (every account, or one). Raises AlreadyRunning, or the Stripe/DB error that failed it."""
     report = Report(dry_run=dry_run)
-    with exclusive(pool, "reconcile") as got:
+    with jobs.exclusive(pool, "reconcile") as got:
         if not got:
             msg = "another reconciliation is running"
             raise AlreadyRunning(msg)
         with pool.connection() as conn:
-            report.run_id = _start(conn, dry_run)
+            report.run_id = jobs.start_reconciliation(conn, dry_run=dry_run)
         log.info("reconcile_started", run_id=report.run_id, dry_run=dry_run)
         try:
-            with pool.connection() as seen_conn:
-                seen_conn.execute("CREATE TEMP TABLE IF NOT EXISTS reconcile_seen (id text NOT NULL)")
-                seen_conn.execute("TRUNCATE reconcile_seen")
-                for page in read_ahead(api.subscription_pages(), name="reconcile-pages"):
-                    _record_seen(seen_conn, page)
-                    _reconcile_page(pool, page, report, grace=grace, now=datetime.now(UTC))
-                missing = seen_conn.execute(
-                    "SELECT s.id FROM subscriptions s"
-                    " WHERE NOT EXISTS (SELECT 1 FROM reconcile_seen r WHERE r.id = s.id) ORDER BY s.id"
-                )
-                for row in missing:
-                    report.missing_in_stripe += 1
-                    if len(report.missing_ids) < MAX_LISTED:
-                        report.missing_ids.append(row["id"])
-                seen_conn.execute("DROP TABLE reconcile_seen")
+            for each in accounts.in_scope(pool, account):
+                _reconcile_account(pool, api, report, account=each, grace=grace)
             report.status = "succeeded"
         except Exception as exc:
             report.status = "failed"
             report.error = f"{type(exc).__name__}: {exc}"[:2000]
-            log.warning("reconcile_failed", run_id=report.run_id, error=report.error)
+            log.warning("reconcile_failed", run_id=report.run_id, error_type=type(exc).__name__)
             raise
         finally:
+            assert report.run_id is not None
             with pool.connection() as conn:
-                _finish(conn, report)
+                document = report.as_dict()
+                jobs.finish_reconciliation(
+                    conn,
+                    report.run_id,
+                    report.status,
+                    {name: document[name] for name in jobs.RUN_FIGURES},
+                    report.error,
+                    accounts=document["accounts"],
+                )
             log.info(
                 "reconcile_finished",
-                **{k: v for k, v in report.as_dict().items() if k not in ("changes", "missing_ids")},
+                run_id=report.run_id,
+                status=report.status,
+                accounts=len(report.accounts),
+                **report.totals(),
             )
     return report
-
-
-def _record_seen(conn: psycopg.Connection[Any], page: list[Snapshot]) -> None:
-    with conn.cursor().copy("COPY reconcile_seen (id) FROM STDIN") as copy:
-        for snapshot in page:
-            copy.write_row((snapshot.data["id"],))
-    conn.commit()

@@ -19,10 +19,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import ConnectionPool
 
 from reconciler import backfill, grace, reconcile
-from reconciler.locks import exclusive
-from reconciler.stripe_api import StripeApi, make_api
-from subsync import config, db, logs
-from worker import outbox
+from subsync import config, db, logs, outbox
+from subsync.broker import make_broker
+from subsync.queue import EventQueue
+from subsync.store import jobs
+from subsync.store.jobs import Job
+from subsync.stripe_api import StripeApi, make_api
 
 log = logs.get_logger(__name__)
 
@@ -35,7 +37,7 @@ BACKFILL_CRON = "17 * * * *"  # hourly, off the hour when everyone else's jobs r
 POOL_SIZE = 10
 
 
-def once_per_tick(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Callable[[], object]:
+def once_per_tick(pool: ConnectionPool[Any], job: Job, fn: Callable[[], object]) -> Callable[[], object]:
     """Run `fn` only if no scheduler ran this job in this minute already.
 
     The advisory lock stops two runs overlapping; this stops a second
@@ -46,11 +48,8 @@ def once_per_tick(pool: ConnectionPool[Any], job: str, fn: Callable[[], object])
     def run() -> object:
         tick = datetime.now(UTC).replace(second=0, microsecond=0)
         with pool.connection() as conn:
-            claimed = conn.execute(
-                "INSERT INTO job_runs (job, scheduled_for) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (job, tick),
-            ).fetchone()
-        if claimed is None:
+            claimed = jobs.claim_tick(conn, job, tick)
+        if not claimed:
             log.info("job_skipped", job=job, reason="already run for this tick", tick=tick.isoformat())
             return None
         return fn()
@@ -58,12 +57,12 @@ def once_per_tick(pool: ConnectionPool[Any], job: str, fn: Callable[[], object])
     return run
 
 
-def guarded(pool: ConnectionPool[Any], job: str, fn: Callable[[], object]) -> Callable[[], None]:
+def guarded(pool: ConnectionPool[Any], job: Job, fn: Callable[[], object]) -> Callable[[], None]:
     """Wrap `fn` so it runs under the job's lock and never kills the scheduler."""
 
     def run() -> None:
         try:
-            with exclusive(pool, job) as got:
+            with jobs.exclusive(pool, job) as got:
                 if not got:
                     log.debug("job_skipped", job=job, reason="another scheduler holds the lock")
                     return
@@ -95,12 +94,12 @@ def stripe_api_or_none(settings: config.Settings) -> StripeApi | None:
     return make_api(settings)
 
 
-def build(settings: config.Settings, pool: ConnectionPool[Any]) -> BlockingScheduler:
+def build(settings: config.Settings, pool: ConnectionPool[Any], queue: EventQueue) -> BlockingScheduler:
     scheduler = BlockingScheduler(
         timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
     )
     scheduler.add_job(
-        guarded(pool, "outbox_sweep", lambda: outbox.sweep(pool)),
+        guarded(pool, "outbox_sweep", lambda: outbox.sweep(pool, queue)),
         IntervalTrigger(seconds=OUTBOX_SWEEP_EVERY_S),
         id="outbox_sweep",
     )
@@ -120,7 +119,7 @@ def build(settings: config.Settings, pool: ConnectionPool[Any]) -> BlockingSched
             id="reconcile",
         )
         scheduler.add_job(
-            guarded(pool, "backfill", once_per_tick(pool, "backfill", lambda: backfill.backfill(pool, api))),
+            guarded(pool, "backfill", once_per_tick(pool, "backfill", lambda: backfill.backfill(pool, api, queue))),
             CronTrigger.from_crontab(BACKFILL_CRON, timezone="UTC"),
             id="backfill",
         )
@@ -131,7 +130,7 @@ def main() -> None:
     settings = config.load()
     logs.configure(settings.log_format)
     pool = db.open_pool(settings.database_url, name="scheduler", max_size=POOL_SIZE, timeout=30)
-    scheduler = build(settings, pool)
+    scheduler = build(settings, pool, EventQueue(make_broker(settings)))
 
     def stop(signum: int, _frame: object) -> None:
         log.info("scheduler_stopping", signal=signum)
