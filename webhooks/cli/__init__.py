@@ -17,6 +17,7 @@ from webhooks.cli.subscriptions_commands import subscriptions
 events.add_command(stripe_commands.events_fetch)
 events.add_command(stripe_commands.events_backfill)
 subscriptions.add_command(stripe_commands.subscriptions_refresh)
+subscriptions.add_command(stripe_commands.subscriptions_reactivate)
 
 
 def register(app: Flask) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 import psycopg
-from flask import current_app
 from flask.cli import AppGroup
 
 from subsync import db as database
+from webhooks import services
 
 db = AppGroup("db", help="Database schema.")
 
@@ -15,7 +15,7 @@ db = AppGroup("db", help="Database schema.")
 @db.command("init")
 def init() -> None:
     """Apply schema.sql. Safe to run on every deploy: running it twice changes nothing."""
-    url = current_app.config["SETTINGS"].database_url
+    url = services.current().settings.database_url
     try:
         database.apply_schema(url)
     except psycopg.Error as exc:

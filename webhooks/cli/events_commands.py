@@ -12,8 +12,6 @@ Typical night:
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,10 +20,22 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from subsync import events as event_store
-from subsync import store
-from webhooks.cli.output import TIME, cut, database, echo_json, fields, fmt_time, table, to_json
-from worker.queue import enqueue
+from subsync.envelope import InvalidPayload, loads
+from subsync.store import event_queries, state_queries
+from subsync.store import events as event_store
+from webhooks import services
+from webhooks.cli.output import (
+    TIME,
+    cut,
+    database,
+    echo_json,
+    fields,
+    fmt_time,
+    operator,
+    printable,
+    table,
+    to_json,
+)
 
 EVENTS_HELP = """Stored Stripe events: list, inspect, replay.
 
@@ -63,7 +73,15 @@ LIST_COLUMNS = (
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     """An event row as shown by list --json and show --json (no payload)."""
-    return {k: row[k] for k in row if k != "payload"}
+    return {k: row[k] for k in row if k not in ("payload", "payload_text")}
+
+
+def _payload(row: dict[str, Any]) -> tuple[Any, str | None]:
+    """The stored payload, parsed; or None and why not (a row stored before the receiver refused such bodies)."""
+    try:
+        return loads(row["payload_text"]), None
+    except InvalidPayload as exc:
+        return None, str(exc)
 
 
 @events.command("list")
@@ -95,9 +113,9 @@ def list_command(
 
     The table cuts the last error short; `events show EVENT_ID` prints it whole.
     """
-    f = event_store.EventFilter(status=status, type=type_, since=since, until=until, object_id=object_id)
+    f = event_queries.EventFilter(status=status, type=type_, since=since, until=until, object_id=object_id)
     with database() as conn:
-        rows = event_store.list_events(conn, f, limit)
+        rows = event_queries.list_events(conn, f, limit)
     if as_json:
         echo_json([_summary(r) for r in rows])
         return
@@ -128,7 +146,7 @@ def change_lines(changes: Sequence[dict[str, Any]], *, with_subscription: bool) 
     for c in changes:
         who = f"{c['source']} {c['source_id'] or ''}".strip()
         where = f"{c['subscription_id']}  " if with_subscription else ""
-        lines.append(f"  {fmt_time(c['changed_at'])}  {where}[{who}]  {_changes_text(c)}")
+        lines.append(printable(f"  {fmt_time(c['changed_at'])}  {where}[{who}]  {_changes_text(c)}", None))
     return lines
 
 
@@ -139,13 +157,16 @@ def change_lines(changes: Sequence[dict[str, Any]], *, with_subscription: bool) 
 def show_command(event_id: str, payload: bool, as_json: bool) -> None:
     """One event: status, attempts, the object it concerns, the full last error, what it changed."""
     with database() as conn:
-        row = event_store.get_event(conn, event_id)
+        row = event_queries.get_event(conn, event_id)
         if row is None:
             raise click.ClickException(f"no event {event_id}")
-        changes = store.changes_by_source(conn, event_id)
-        payments = store.payments_of_event(conn, event_id)
-        replays = event_store.replays_of(conn, event_id)
-    obj = (row["payload"].get("data") or {}).get("object") or {}
+        changes = state_queries.changes_by_source(conn, event_id)
+        payments = state_queries.payments_of_event(conn, event_id)
+        replays = event_queries.replays_of(conn, event_id)
+    body, unreadable = _payload(row)
+    data = body.get("data") if isinstance(body, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    obj = obj if isinstance(obj, dict) else {}
     concerns = {"object": obj.get("object"), "id": row["object_id"]}
     if as_json:
         echo_json(
@@ -156,7 +177,8 @@ def show_command(event_id: str, payload: bool, as_json: bool) -> None:
                 "changes": changes,
                 "payments": payments,
                 "replays": replays,
-                "payload": row["payload"],
+                "payload": body,
+                "payload_unreadable": unreadable,
             }
         )
         return
@@ -183,7 +205,7 @@ def show_command(event_id: str, payload: bool, as_json: bool) -> None:
     if row["last_error"]:
         click.echo("\nlast error:")
         for line in row["last_error"].splitlines() or [""]:
-            click.echo(f"  {line}")
+            click.echo(f"  {printable(line, None)}")
     click.echo(f"\nchanges it made ({len(changes)}):")
     click.echo("\n".join(change_lines(changes, with_subscription=True)) or "  none")
     if payments:
@@ -194,29 +216,25 @@ def show_command(event_id: str, payload: bool, as_json: bool) -> None:
         click.echo("\nreplays:")
         for r in replays:
             click.echo(f"  #{r['id']} {fmt_time(r['requested_at'])} by {r['requested_by']}")
-    if payload:
+    if unreadable:
+        click.echo(f"\npayload: stored, but it cannot be read back: {unreadable}")
+    elif payload:
         click.echo("\npayload:")
-        click.echo(to_json(row["payload"]))
+        click.echo(to_json(body))
     if concerns["object"] == "subscription" and concerns["id"]:
         click.echo(f"\nthe subscription: flask --app webhooks subscriptions show {concerns['id']}", err=True)
 
 
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return os.environ.get("USER") or "unknown"
-
-
 def _send(event_ids: list[str], *, progress: bool) -> int:
     """Queue the ids (already committed as `received`); returns how many Redis took."""
+    queue = services.current().queue
     if not progress:
-        return enqueue(event_ids)
+        return queue.send(event_ids)
     sent = 0
     with click.progressbar(length=len(event_ids), label="queueing", file=sys.stderr) as bar:
         for start in range(0, len(event_ids), SEND_CHUNK):
             chunk = event_ids[start : start + SEND_CHUNK]
-            took = enqueue(chunk)
+            took = queue.send(chunk)
             sent += took
             bar.update(took)
             if took < len(chunk):
@@ -264,12 +282,12 @@ def replay_command(
         if filtered:
             raise click.UsageError("--type, --since and --until select events only with --status failed")
         raise click.UsageError("give event ids, or --status failed to replay every failed event matching filters")
-    who = requested_by or _operator()
+    who = requested_by or operator()
     skipped: list[str] = []
     with database() as conn:
         if event_ids:
             wanted = list(dict.fromkeys(event_ids))
-            known = event_store.statuses(conn, wanted)
+            known = event_queries.statuses(conn, wanted)
             unknown = [i for i in wanted if i not in known]
             if unknown:
                 noun = "event" if len(unknown) == 1 else "events"
@@ -278,8 +296,8 @@ def replay_command(
             skipped = [i for i in wanted if known[i] == "processing"]
             filters: dict[str, Any] = {}
         else:
-            f = event_store.EventFilter(status=status, type=type_, since=since, until=until)
-            candidates = event_store.matching_ids(conn, f)
+            f = event_queries.EventFilter(status=status, type=type_, since=since, until=until)
+            candidates = event_queries.matching_ids(conn, f)
             filters = f.as_dict()
         if dry_run:
             _report(candidates, sent=None, replay_id=None, skipped=skipped, as_json=as_json, dry_run=True)
@@ -308,16 +326,16 @@ def _report(
 ) -> None:
     if as_json:
         doc: dict[str, Any] = {"dry_run": dry_run, "count": len(ids), "event_ids": ids, "skipped": skipped}
-        if not dry_run:
+        if sent is not None:
             doc.update({"replay_id": replay_id, "requested_by": by, "sent": sent, "left_to_sweep": len(ids) - sent})
         echo_json(doc)
         return
     for event_id in skipped:
-        click.echo(f"{event_id}: being applied right now, not queued again", err=True)
+        click.echo(f"{printable(event_id)}: being applied right now, not queued again", err=True)
     if dry_run:
         click.echo(f"dry run: would queue {len(ids)} event{'s' if len(ids) != 1 else ''}; nothing changed")
         for event_id in ids:
-            click.echo(f"  {event_id}")
+            click.echo(f"  {printable(event_id)}")
         return
     if not ids:
         click.echo("nothing to replay: no event matches")

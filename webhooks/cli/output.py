@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ import click
 import psycopg
 import psycopg_pool
 
-from subsync import db
+from webhooks import services
 
 CONNECT_TIMEOUT_S = 3.0
 RELATIVE_TIME = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -40,7 +42,7 @@ def one_line(exc: BaseException) -> str:
 def database() -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection, committed when the block ends without an exception."""
     try:
-        with db.pool().connection(timeout=CONNECT_TIMEOUT_S) as conn:
+        with services.current().pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
             yield conn
     except psycopg_pool.PoolTimeout:
         raise click.ClickException(f"PostgreSQL: {_why_unreachable()}") from None
@@ -53,7 +55,7 @@ def database() -> Iterator[psycopg.Connection[Any]]:
 def _why_unreachable() -> str:
     """The pool only says it timed out: one direct attempt tells why."""
     try:
-        with psycopg.connect(db.pool().conninfo, connect_timeout=int(CONNECT_TIMEOUT_S)):
+        with psycopg.connect(services.current().settings.database_url, connect_timeout=int(CONNECT_TIMEOUT_S)):
             pass
     except psycopg.Error as exc:
         return f"{one_line(exc)} (check DATABASE_URL)"
@@ -65,7 +67,11 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     relative = RELATIVE_TIME.match(value)
     if relative:
         amount, unit = int(relative.group(1)), relative.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{UNITS[unit]: amount})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{UNITS[unit]: amount})
+        except OverflowError:
+            msg = f"{value!r} reaches back before the year 1"
+            raise ValueError(msg) from None
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -74,7 +80,7 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class TimeType(click.ParamType):
+class TimeType(click.ParamType[datetime, Any]):
     """`--since 2h`, `--since 2026-11-01T03:00Z`: a bad value is bad usage (exit 2)."""
 
     name = "TIME"
@@ -98,23 +104,26 @@ def fmt_time(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def fmt_age(value: datetime | None, *, now: datetime | None = None) -> str:
-    """How long ago, coarsely: `45s`, `12m`, `3h`, `2d`."""
-    if value is None:
-        return "-"
-    seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def cut(text: str | None, width: int) -> str:
     """The start of `text` on one line, at most `width` characters, `…` when cut."""
     if not text:
         return ""
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
+
+
+# Table cells and field values are one line each, and never longer than this:
+# an id is data from outside, and a newline in one must not fake a row.
+MAX_CELL = 80
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, width: int | None = MAX_CELL) -> str:
+    """`text` with control characters escaped (`\\n`, `\\x1b`), cut to `width` (None: whole) with `…`."""
+    escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    if width is None or len(escaped) <= width:
+        return escaped
+    return escaped[: max(width - 1, 0)] + "…"
 
 
 def _cell(value: Any) -> str:
@@ -124,7 +133,7 @@ def _cell(value: Any) -> str:
         return fmt_time(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -164,3 +173,14 @@ def to_json(document: Any) -> str:
 def echo_json(document: Any) -> None:
     """Print one JSON document on stdout, nothing else."""
     click.echo(to_json(document))
+
+
+def operator() -> str:
+    """Who runs the command: the login the environment names, else the account's."""
+    named = services.current().settings.operator
+    if named:
+        return named
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "unknown"

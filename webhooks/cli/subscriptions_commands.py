@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
 from flask.cli import AppGroup
 
-from subsync import events as event_store
-from subsync import store
+from subsync.store import event_queries, reactivations, state_queries
 from webhooks.cli.events_commands import change_lines
 from webhooks.cli.output import database, echo_json, fields, fmt_time, table
 
@@ -45,12 +45,13 @@ def show_command(sub_id: str, history: int, as_json: bool) -> None:
     with Stripe's API; source id = the run), grace (the grace-period check).
     """
     with database() as conn:
-        row = store.subscription_row(conn, sub_id)
+        row = state_queries.subscription_row(conn, sub_id)
         if row is None:
             raise click.ClickException(f"no subscription {sub_id}")
-        changes = store.changes_of_subscription(conn, sub_id, history)
-        invoices = store.invoices_of_subscription(conn, sub_id)
-        recent = event_store.list_events(conn, event_store.EventFilter(object_id=sub_id), EVENTS_LIMIT)
+        changes = state_queries.changes_of_subscription(conn, sub_id, history)
+        invoices = state_queries.invoices_of_subscription(conn, sub_id)
+        recent = event_queries.list_events(conn, event_queries.EventFilter(object_id=sub_id), EVENTS_LIMIT)
+        reactivation = reactivations.load(conn, sub_id)
     if as_json:
         echo_json(
             {
@@ -58,6 +59,7 @@ def show_command(sub_id: str, history: int, as_json: bool) -> None:
                 "invoices": invoices,
                 "changes": changes,
                 "events": recent,
+                "reactivation": None if reactivation is None else dataclasses.asdict(reactivation),
             }
         )
         return
@@ -77,6 +79,7 @@ def show_command(sub_id: str, history: int, as_json: bool) -> None:
         ("trial end", row["trial_end"]),
         ("cancellation reason", row.get("cancellation_reason")),
         ("latest invoice", row["latest_invoice_id"]),
+        *(() if reactivation is None else [("reactivated as", _reactivated(reactivation))]),
         ("Stripe state as of", row["stripe_updated_at"]),
         ("updated here", row["updated_at"]),
     ]
@@ -96,5 +99,10 @@ def show_command(sub_id: str, history: int, as_json: bool) -> None:
     click.echo("\n".join(change_lines(changes, with_subscription=False)) or "  none")
     if recent:
         click.echo(f"\nnewest events about it (events list --object {sub_id}):")
-        cols = (("id", "id"), ("type", "type"), ("status", "status"), ("received_at", "received"))
-        click.echo("\n".join("  " + line for line in table(recent, cols).splitlines()))
+        event_cols = (("id", "id"), ("type", "type"), ("status", "status"), ("received_at", "received"))
+        click.echo("\n".join("  " + line for line in table(recent, event_cols).splitlines()))
+
+
+def _reactivated(row: reactivations.ReactivationRow) -> str:
+    new = row.new_subscription_id or "(not made yet: run reactivate again)"
+    return f"{new}, {row.status} (by {row.requested_by} at {fmt_time(row.requested_at)})"
