@@ -1,36 +1,22 @@
 """Test set-up: real PostgreSQL and Redis, a database and a queue namespace per run.
 
-The environment is set here, at import, because the Dramatiq broker is built
-from it when `worker` is first imported.
+The environment is set here, at import, so that every product process the
+tests build (an app, a worker's broker, a subprocess) reads this run's
+database and namespace from it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import uuid
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-import stripe
+from helpers import ADMIN_URL, NAMESPACE, OLD_SECRET, REDIS_PROXY, SECRET, TEST_DATABASE_URL, TEST_DB
 from proxy import TcpProxy
-
-RUN_ID = uuid.uuid4().hex[:10]
-ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
-TEST_DB = f"subsync_test_{RUN_ID}"
-TEST_DATABASE_URL = f"postgresql://root@127.0.0.1:5432/{TEST_DB}"
-SECRET = "whsec_test_primary"
-OLD_SECRET = "whsec_test_rotated_out"
-NAMESPACE = f"subsync-test-{RUN_ID}"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "stripe-fixtures"
-
-# Redis is reached through a proxy the tests can cut (`redis_down`): the
-# broker is built once per process, from this URL.
-REDIS_PROXY = TcpProxy("127.0.0.1", int(os.environ.get("TEST_REDIS_PORT", "6379")))
 
 os.environ.update(
     {
@@ -38,6 +24,7 @@ os.environ.update(
         "REDIS_URL": f"redis://127.0.0.1:{REDIS_PROXY.port}/0",
         "QUEUE_NAMESPACE": NAMESPACE,
         "STRIPE_WEBHOOK_SECRET": f"{SECRET},{OLD_SECRET}",
+        "STRIPE_MODE": "test",
         "LOG_FORMAT": "console",
     }
 )
@@ -60,17 +47,9 @@ def database_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
 
 
-TABLES = (
-    "stripe_events",
-    "subscriptions",
-    "invoices",
-    "payments",
-    "subscription_changes",
-    "reconciliation_runs",
-    "customers",
-    "event_replays",
-    "job_state",
-    "job_runs",
+# Every table schema.sql creates: a test starts with all of them empty.
+TABLES = tuple(
+    re.findall(r"^CREATE TABLE IF NOT EXISTS (\w+)", (Path(__file__).parent.parent / "schema.sql").read_text(), re.M)
 )
 
 
@@ -81,40 +60,48 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
     from subsync import db
 
-    db.open_pool(database_url, name="tests", max_size=16)
+    # A generous wait for a connection: after the fault tests cut every
+    # connection, the pool reconnects while the machine is busy.
+    db.open_pool(database_url, name="tests", max_size=16, timeout=15)
 
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
         c.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         yield c
 
 
+@pytest.fixture(scope="session")
+def worker_broker() -> Any:
+    """The worker's broker (middleware and actor declared), Dramatiq's global one, built once per run."""
+    import dramatiq
+
+    from subsync import config
+    from worker import app
+
+    the_broker = app.build(config.load())
+    dramatiq.set_broker(the_broker)
+    return the_broker
+
+
 @pytest.fixture
-def broker() -> Iterator[Any]:
-    """The real Redis broker, its queues emptied before and after the test."""
-    from worker import queue
-    from worker.broker import broker as the_broker
+def broker(worker_broker: Any) -> Iterator[Any]:
+    """The real Redis broker of this run's namespace, its queues emptied before and after the test."""
 
     def flush() -> None:
-        keys = list(the_broker.client.scan_iter(f"{NAMESPACE}:*"))
+        keys = list(worker_broker.client.scan_iter(f"{NAMESPACE}:*"))
         if keys:
-            the_broker.client.delete(*keys)
-        queue.close_breaker()
+            worker_broker.client.delete(*keys)
 
     flush()
-    yield the_broker
+    yield worker_broker
     flush()
 
 
-def queued_ids(broker: Any, queue: str = "stripe_events") -> list[str]:
-    """The event ids waiting in the Redis queue."""
-    from dramatiq import Message
+@pytest.fixture
+def event_queue(broker: Any) -> Any:
+    """A sender's queue on the run's namespace (what the scheduler and the commands send with)."""
+    from subsync.queue import EventQueue
 
-    key = f"{NAMESPACE}:{queue}"
-    ids = broker.client.lrange(key, 0, -1)
-    if not ids:
-        return []
-    bodies = broker.client.hmget(f"{key}.msgs", ids)
-    return [Message.decode(b).args[0] for b in bodies if b]
+    return EventQueue(broker)
 
 
 @pytest.fixture
@@ -122,67 +109,12 @@ def app(conn: psycopg.Connection[Any], broker: Any) -> Any:
     from subsync import config
     from webhooks import create_app
 
-    return create_app(config.load())
+    return create_app(config.load(), commands=True)
 
 
 @pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
-
-
-def sign(payload: str, secret: str = SECRET, timestamp: int | None = None) -> str:
-    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
-
-
-def make_event(
-    event_type: str = "customer.subscription.updated",
-    obj: dict[str, Any] | None = None,
-    *,
-    event_id: str | None = None,
-    created: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
-        "object": "event",
-        "api_version": "2025-03-31.basil",
-        "created": created or int(time.time()),
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-        "data": {"object": obj or {"id": "sub_test", "object": "subscription", "status": "active"}},
-    }
-
-
-def post_event(
-    client: Any,
-    event: dict[str, Any] | str,
-    *,
-    secret: str = SECRET,
-    headers: dict[str, str] | None = None,
-    wait_for_send: bool = True,
-) -> Any:
-    """POST a signed delivery; by default also wait until the receiver's sender thread has sent its message.
-
-    The receiver answers before its message reaches Redis; waiting keeps the
-    tests that look at the queue, or change Redis, free of that race.
-    """
-    from worker.queue import sender
-
-    body = event if isinstance(event, str) else json.dumps(event)
-    all_headers = {"Stripe-Signature": sign(body, secret), "Content-Type": "application/json"}
-    all_headers.update(headers or {})
-    response = client.post("/webhooks/stripe", data=body, headers=all_headers)
-    if wait_for_send:
-        assert sender.flush(10), "the receiver's sender thread did not finish sending"
-    return response
-
-
-def load_fixture(relative: str) -> dict[str, Any]:
-    path = FIXTURES / relative
-    if not path.exists():
-        pytest.skip(f"fixture {relative} not present")
-    return json.loads(path.read_text())
 
 
 @pytest.fixture

@@ -15,12 +15,13 @@ import dramatiq
 import psycopg
 from werkzeug.serving import make_server
 
-from subsync import config, db
+from subsync import config, db, outbox
 from subsync.access import access_for
+from subsync.broker import make_broker
 from subsync.ledger import ledger_fact
+from subsync.queue import EventQueue
 from subsync.stripe_objects import parse_subscription, ts
 from webhooks import create_app
-from worker import outbox
 
 GRACE = timedelta(hours=72)
 
@@ -58,6 +59,7 @@ def drain(conn: psycopg.Connection[Any], sim: Any, timeout: float = 120.0) -> No
     """Wait until the simulator delivered everything and the worker applied it."""
     deadline = time.monotonic() + timeout
     assert sim.flush(timeout), "the simulator could not deliver everything"
+    queue = EventQueue(make_broker(config.load()))
     quiet_since = None
     while time.monotonic() < deadline:
         if unfinished(conn) == 0:
@@ -67,18 +69,21 @@ def drain(conn: psycopg.Connection[Any], sim: Any, timeout: float = 120.0) -> No
         else:
             quiet_since = None
             # Anything a fault left behind is what the outbox sweep is for.
-            outbox.sweep(db.pool(), older_than=timedelta(seconds=5))
+            outbox.sweep(db.pool(), queue, older_than=timedelta(seconds=5))
         time.sleep(0.1)
     raise AssertionError(f"{unfinished(conn)} events still unfinished after {timeout} s")
 
 
 def subscription_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
-    """Every subscription whose status, period end, cancel_at_period_end or access differs from Stripe's."""
+    """Every subscription (of every account) whose state, account, access or items differ from Stripe's."""
     rows = {r["id"]: r for r in conn.execute("SELECT * FROM subscriptions")}
+    items: dict[str, set[tuple[str, str | None]]] = {}
+    for item in conn.execute("SELECT id, subscription_id, price_id FROM subscription_items"):
+        items.setdefault(item["subscription_id"], set()).add((item["id"], item["price_id"]))
     now = datetime.now(UTC)
     problems = []
-    for sub in sim.truth(["subscriptions"])["subscriptions"]:
-        truth = parse_subscription(sub)
+    for sub in sim.truth(["subscriptions"], account="all")["subscriptions"]:
+        truth = parse_subscription(sub, account=sub["account"])
         ours = rows.get(truth.id)
         if ours is None:
             problems.append(f"{truth.id}: missing ({truth.status})")
@@ -87,23 +92,29 @@ def subscription_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str
             "status": truth.status,
             "current_period_end": truth.current_period_end,
             "cancel_at_period_end": truth.cancel_at_period_end,
+            "account": truth.account,
             "access": access_for(truth.status, truth.current_period_end, truth.cancellation_reason, now, GRACE).value,
         }
         for column, value in expected.items():
             if ours[column] != value:
                 problems.append(f"{truth.id}: {column} is {ours[column]!r}, Stripe says {value!r}")
+        expected_items = {(i.id, i.price_id) for i in truth.items}
+        stored = items.get(truth.id, set())
+        if stored != expected_items:
+            problems.append(f"{truth.id}: items {sorted(stored)}, Stripe says {sorted(expected_items)}")
     return problems
 
 
 def ledger_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
     """The ledger against the facts in every event Stripe emitted: one row per fact, right amounts."""
-    expected: dict[str, tuple[str, int]] = {}
-    for event in sim.all_events():
-        fact = ledger_fact(event["type"], event["data"]["object"], ts(event["created"]))
+    expected: dict[str, tuple[str, int, str | None]] = {}
+    for event in sim.all_events(account="all"):
+        account = event.get("account")
+        fact = ledger_fact(event["type"], event["data"]["object"], ts(event["created"]), account=account)
         if fact is not None:
-            expected.setdefault(fact.fact_key, (fact.status, fact.amount))
-    rows = conn.execute("SELECT fact_key, status, amount FROM payments").fetchall()
-    ours = {r["fact_key"]: (r["status"], r["amount"]) for r in rows}
+            expected.setdefault(fact.fact_key, (fact.status, fact.amount, account))
+    rows = conn.execute("SELECT fact_key, status, amount, account FROM payments").fetchall()
+    ours = {r["fact_key"]: (r["status"], r["amount"], r["account"]) for r in rows}
     problems = [f"{k}: ours {ours.get(k)}, expected {v}" for k, v in expected.items() if ours.get(k) != v]
     problems += [f"{k}: not a fact Stripe emitted" for k in ours.keys() - expected.keys()]
     if len(rows) != len(ours):

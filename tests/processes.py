@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -37,14 +38,33 @@ def start_worker(
     processes: int = 1, threads: int = 2, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """`dramatiq worker`, as the Procfile's `worker` line."""
-    argv = [str(BIN / "dramatiq"), "worker", "--processes", str(processes), "--threads", str(threads), "--skip-logging"]
+    argv = [str(BIN / "dramatiq"), "worker.app:setup", "--processes", str(processes), "--threads", str(threads)]
+    argv.append("--skip-logging")
     return _spawn(argv, env, log)
 
 
+def procfile_command(name: str) -> tuple[list[str], dict[str, str]]:
+    """The Procfile's line for `name`: its argv (the command found in this venv) and the variables it sets."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        process, _, command = line.partition(":")
+        if process.strip() != name:
+            continue
+        words = shlex.split(command)
+        variables = {}
+        while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+            key, _, value = words.pop(0).partition("=")
+            variables[key] = value
+        if (BIN / words[0]).exists():
+            words[0] = str(BIN / words[0])
+        return words, variables
+    msg = f"the Procfile has no {name} line"
+    raise LookupError(msg)
+
+
 def start_web(port: int, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """gunicorn as the Procfile's `web` line, on `port`; returns once it answers /healthz."""
-    argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "webhooks:create_app()"]
-    proc = _spawn(argv, {**(env or {}), "PORT": str(port)}, log)
+    """The Procfile's `web` line, on `port`; returns once it answers /healthz."""
+    argv, variables = procfile_command("web")
+    proc = _spawn(argv, {**variables, **(env or {}), "PORT": str(port)}, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -56,7 +76,7 @@ def start_web(port: int, env: dict[str, str] | None = None, log: Path | None = N
             break
         time.sleep(0.1)
     kill9(proc)
-    msg = f"gunicorn did not answer on port {port} (exit code {proc.returncode})"
+    msg = f"the web process did not answer on port {port} (exit code {proc.returncode})"
     raise RuntimeError(msg)
 
 

@@ -4,7 +4,7 @@ The simulator runs two months of mixed lifecycles (sign-ups, trials, yearly
 plans, renewals, failed payments that recover, dunning that cancels,
 cancellations) and delivers them as Stripe does: duplicated, resent with new
 ids, reordered, 8 at a time, retried on any non-2xx or connection error. The
-product runs as the Procfile starts it (gunicorn, `dramatiq worker`) on a
+product runs as the Procfile starts it (granian, `dramatiq worker`) on a
 private Redis. While the stream flows, in turn: kill -9 the worker, kill -9
 the web, kill -9 and restart Redis (its messages are gone), terminate every
 PostgreSQL connection. Then every event is stored and applied once, every
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -30,14 +30,14 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-from conftest import ADMIN_URL, NAMESPACE, REDIS_PROXY, SECRET, TEST_DB
+from helpers import ADMIN_URL, NAMESPACE, REDIS_PROXY, SECRET, TEST_DB
 from pipeline import drain, ledger_mismatches, subscription_mismatches
 from processes import kill9, start_redis, start_web, start_worker, stop
 from proxy import free_port
 from psycopg.rows import dict_row
 from sim import DAY, running_simulator
 
-from subsync import store
+from subsync.store import locks
 
 pytestmark = pytest.mark.slow
 
@@ -67,18 +67,29 @@ def story(sim: Any, subscriptions: list[str], faults_done: list[threading.Event]
     every day, so that events flow on every day a fault may land.
     """
     kinds: dict[str, int] = {}
+    # Real accounts' shapes too: some subscriptions on a connected account,
+    # some with a monthly base and a yearly add-on (flexible billing).
+    connected = sim.create_account()["id"]
+    accounts: dict[str, str | None] = {}
     end = int(time.time()) - 60
     day = 0
     while sim.now() < end:
         if len(kinds) < CUSTOMERS:
             for _ in range(CUSTOMERS // 10):
                 i = len(kinds)
-                customer = sim.create_customer(email=f"f{i}@example.com")["id"]
                 kind = i % 8
-                kwargs = {"trial_days": 14} if kind == 1 else {"price": "price_premium_yearly"} if kind == 2 else {}
-                sub = sim.create_subscription(customer, **kwargs)["id"]
+                account = connected if kind in (0, 3) and i % 16 < 8 else None
+                customer = sim.create_customer(email=f"f{i}@example.com", account=account)["id"]
+                kwargs: dict[str, Any] = (
+                    {"trial_days": 14} if kind == 1 else {"price": "price_premium_yearly"} if kind == 2 else {}
+                )
+                if kind == 0:
+                    kwargs = {"items": [{"price": "price_premium_monthly"}, {"price": "price_addon_yearly"}]}
+                    kwargs["billing_mode"] = "flexible"
+                sub = sim.create_subscription(customer, account=account, **kwargs)["id"]
+                accounts[sub] = account
                 if kind == 3:
-                    sim.fail_next_payments(customer, n=1)  # Smart Retries recovers
+                    sim.fail_next_payments(customer, n=1, account=account)  # Smart Retries recovers
                 elif kind in (4, 5):
                     sim.fail_next_payments(customer, until_new_card=True)  # 4 pays the next day, 5 ends canceled
                 elif kind == 6:
@@ -86,9 +97,9 @@ def story(sim: Any, subscriptions: list[str], faults_done: list[threading.Event]
                 kinds[sub] = kind
                 subscriptions.append(sub)
         for sub in subscriptions[day % 10 :: 10]:  # an app's own updates: events every day
-            sim.update_subscription_metadata(sub, {"last_seen_day": str(day)})
+            sim.update_subscription_metadata(sub, {"last_seen_day": str(day)}, account=accounts[sub])
         for sub, kind in kinds.items():
-            status = sim.get_subscription(sub)["status"]
+            status = sim.get_subscription(sub, account=accounts[sub])["status"]
             if kind == 4 and status == "past_due":
                 sim.pay_open_invoice(sub)
             elif kind == 7 and day == 45 and status == "active":
@@ -148,7 +159,7 @@ class Product:
 def product(database_url: str, tmp_path: Path) -> Iterator[Product]:
     """Redis, web and worker processes; this test process reaches the same Redis through REDIS_PROXY."""
     redis_port = free_port()
-    prometheus = tmp_path / "prometheus"  # gunicorn's multi-process metrics
+    prometheus = tmp_path / "prometheus"  # the web workers' multi-process metrics
     prometheus.mkdir()
     product = Product(
         env={
@@ -172,8 +183,8 @@ def product(database_url: str, tmp_path: Path) -> Iterator[Product]:
         REDIS_PROXY.retarget(*shared_redis)
 
 
-def count(conn: psycopg.Connection[Any], query: str) -> int:
-    return conn.execute(query).fetchone()["n"]
+def count(conn: psycopg.Connection[Any], query: str, *params: Any) -> int:
+    return conn.execute(query, params or None).fetchone()["n"]
 
 
 def wait_until(predicate: Any, what: str, timeout: float = WAIT_S) -> None:
@@ -184,14 +195,18 @@ def wait_until(predicate: Any, what: str, timeout: float = WAIT_S) -> None:
         time.sleep(0.02)
 
 
+# Workers waiting on the blocker's locks, not on each other's: those waits
+# last until the blocker lets go, so a count taken later inside the hold is
+# never smaller than the one that ended the wait.
 WAITING_WORKERS = (
     "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
-    " AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'"
+    " AND wait_event_type = 'Lock' AND query LIKE '%%pg_advisory_xact_lock%%'"
+    " AND pg_blocking_pids(pid) @> ARRAY[%s::integer]"
 )
 
 
 @contextmanager
-def workers_held(watch: psycopg.Connection[Any], subscriptions: list[str]) -> Iterator[None]:
+def workers_held(watch: psycopg.Connection[Any], subscriptions: list[str]) -> Iterator[Callable[[], int]]:
     """Hold every other subscription's lock until a worker thread waits for one inside its transaction.
 
     The fault then lands on at least one event certainly in flight, and on
@@ -201,9 +216,13 @@ def workers_held(watch: psycopg.Connection[Any], subscriptions: list[str]) -> It
     """
     blocker = psycopg.connect(watch.info.dsn)
     try:
-        store.lock_subscriptions(blocker, subscriptions[::2])
-        wait_until(lambda: count(watch, WAITING_WORKERS) > 0, "a worker thread waiting inside its transaction")
-        yield
+        locks.lock_subscriptions(blocker, subscriptions[::2])
+
+        def waiting() -> int:
+            return count(watch, WAITING_WORKERS, blocker.info.backend_pid)
+
+        wait_until(lambda: waiting() > 0, "a worker thread waiting inside its transaction")
+        yield waiting
     finally:
         with suppress(psycopg.Error):  # terminated by the PostgreSQL fault: its locks are gone anyway
             blocker.rollback()
@@ -245,8 +264,11 @@ def restart_redis(product: Product, watch: psycopg.Connection[Any], subs: list[s
 
 
 def terminate_postgres_connections(watch: psycopg.Connection[Any], subs: list[str], evidence: Evidence) -> None:
-    with workers_held(watch, subs), psycopg.connect(ADMIN_URL, autocommit=True, row_factory=dict_row) as admin:
-        evidence.worker_waits_cut = count(watch, WAITING_WORKERS)
+    with (
+        workers_held(watch, subs) as waiting,
+        psycopg.connect(ADMIN_URL, autocommit=True, row_factory=dict_row) as admin,
+    ):
+        evidence.worker_waits_cut = waiting()
         evidence.postgres_connections_terminated = admin.execute(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = %s",
             (TEST_DB,),
@@ -305,7 +327,7 @@ def test_kill9_worker_and_web_restart_redis_and_cut_postgres_during_a_stream_los
             assert stats["resent"] > 0
 
             stored = {r["id"]: r["status"] for r in check.execute("SELECT id, status FROM stripe_events")}
-            emitted = {e["id"] for e in sim.all_events()}
+            emitted = {e["id"] for e in sim.all_events(account="all")}
             lost = emitted - stored.keys()
             assert not lost, f"{len(lost)} of {len(emitted)} events acknowledged but never stored"
             assert stored.keys() <= emitted

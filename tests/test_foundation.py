@@ -6,10 +6,8 @@ import os
 import subprocess
 import sys
 
-from conftest import make_event, post_event
-from processes import ROOT
-
-from subsync import db
+from helpers import make_event, post_event
+from processes import ROOT, procfile_command
 
 
 def schema_snapshot(conn):
@@ -55,23 +53,20 @@ def test_db_init_against_a_dead_database_fails_in_one_line():
 
 
 def test_the_web_process_refuses_to_start_without_a_webhook_secret():
+    argv, variables = procfile_command("web")
     result = subprocess.run(
-        [
-            str(ROOT / ".venv" / "bin" / "gunicorn") if (ROOT / ".venv").exists() else "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "webhooks:create_app()",
-        ],
+        argv,
         cwd=ROOT,
-        env={**os.environ, "STRIPE_WEBHOOK_SECRET": "", "PORT": "0"},
+        env={**os.environ, **variables, "STRIPE_WEBHOOK_SECRET": "", "PORT": "0"},
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode != 0
-    reason = [line for line in result.stderr.splitlines() if "STRIPE_WEBHOOK_SECRET" in line]
-    assert len(reason) == 1
+    assert result.stderr.strip().splitlines() == [
+        "subsync web: STRIPE_WEBHOOK_SECRET is not set: give one or more whsec_... secrets, comma-separated"
+    ]
 
 
 def test_create_app_refuses_without_a_secret_outside_commands(monkeypatch):
@@ -86,15 +81,12 @@ def test_create_app_refuses_without_a_secret_outside_commands(monkeypatch):
 
 
 def test_log_lines_carry_the_event_and_never_a_secret_or_the_payload(client, conn, caplog):
-    from test_worker_apply import subscription_obj
-
-    from subsync import config
-    from worker.apply import apply_event
+    from helpers import apply, subscription_obj
 
     event = make_event(obj=subscription_obj("sub_log", metadata={"note": "PAYLOAD-CANARY-4242"}))
     with caplog.at_level("INFO"):
         post_event(client, event)
-        apply_event(db.pool(), event["id"], grace=config.load().grace_period)
+        apply(event["id"])
     records = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
     ours = [r for r in records if r.get("event_id") == event["id"]]
     assert {r["event"] for r in ours} >= {"delivery_stored", "event_applied"}
@@ -102,21 +94,3 @@ def test_log_lines_carry_the_event_and_never_a_secret_or_the_payload(client, con
     everything = " ".join(str(r.msg) for r in caplog.records)
     assert "PAYLOAD-CANARY-4242" not in everything
     assert "whsec_" not in everything
-
-
-def test_gunicorn_writes_no_access_line_unless_asked(monkeypatch, tmp_path):
-    # The app logs one line per delivery; gunicorn would add its own for every
-    # request because logconfig_dict is set.
-    import runpy
-
-    from gunicorn.glogging import Logger
-
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # reading the config sets it otherwise
-    logger_class = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["logger_class"]
-    written = []
-    monkeypatch.setattr(Logger, "access", lambda self, *args: written.append(args))  # the line gunicorn writes
-    for accesslog in (None, "-"):
-        logger = logger_class.__new__(logger_class)
-        logger.cfg = type("Cfg", (), {"accesslog": accesslog})()
-        logger.access(None, None, {}, 0)
-    assert len(written) == 1  # only with --access-logfile

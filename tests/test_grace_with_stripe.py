@@ -1,4 +1,4 @@
-"""When grace runs out, Stripe is asked first (issue 7), through the simulator over HTTP."""
+"""When grace runs out, Stripe is asked first, through the simulator over HTTP."""
 
 from __future__ import annotations
 
@@ -21,14 +21,17 @@ def stripe_sim(conn, broker):
         yield sim, api_for(url, library_retries=False)
 
 
-def lose_the_renewal(conn, sim, api, setup=None):
-    """One subscription whose renewal happened at Stripe but whose webhooks never came."""
+def lose_the_renewal(conn, sim, api, setup=None, days=40):
+    """One subscription whose renewal happened at Stripe but whose webhooks never came.
+
+    `days` of Stripe's time pass after sign-up; the period ends on day 30.
+    """
     customer = sim.create_customer(email="late@example.com")["id"]
     sub = sim.create_subscription(customer)["id"]
     reconcile.run(db.pool(), api, grace=GRACE)  # our copy, as of sign-up
     if setup:
         setup(customer, sub)
-    sim.advance(40 * DAY)  # renewal (and whatever setup arranged) at Stripe only
+    sim.advance(days * DAY)  # renewal (and whatever setup arranged) at Stripe only
     row = conn.execute("SELECT current_period_end FROM subscriptions WHERE id = %s", (sub,)).fetchone()
     return sub, row["current_period_end"]
 
@@ -62,11 +65,24 @@ def test_a_lost_renewal_keeps_grace_then_is_repaired_from_stripe_when_grace_runs
 
 def test_grace_running_out_with_stripe_saying_past_due_restricts(stripe_sim, conn):
     sim, api = stripe_sim
-    sub, period_end = lose_the_renewal(conn, sim, api, lambda cus, _: sim.fail_next_payments(cus, until_new_card=True))
+    # Day 31: the renewal payment failed on day 30 and the first retry (day 33) is to come.
+    fail = lambda cus, _: sim.fail_next_payments(cus, until_new_card=True)  # noqa: E731
+    sub, period_end = lose_the_renewal(conn, sim, api, fail, days=31)
     grace.refresh(db.pool(), grace=GRACE, api=api, now=period_end + timedelta(hours=1))
     grace.refresh(db.pool(), grace=GRACE, api=api, now=period_end + GRACE)
     result = row(conn, sub)
-    assert (result["status"], result["access"]) in {("past_due", "restricted"), ("canceled", "suspended")}
+    assert (result["status"], result["access"]) == ("past_due", "restricted")
+
+
+def test_grace_running_out_with_stripe_saying_canceled_by_dunning_suspends(stripe_sim, conn):
+    sim, api = stripe_sim
+    # Day 40: every retry failed (days 33, 35, 37) and dunning canceled the subscription.
+    fail = lambda cus, _: sim.fail_next_payments(cus, until_new_card=True)  # noqa: E731
+    sub, period_end = lose_the_renewal(conn, sim, api, fail, days=40)
+    grace.refresh(db.pool(), grace=GRACE, api=api, now=period_end + timedelta(hours=1))
+    grace.refresh(db.pool(), grace=GRACE, api=api, now=period_end + GRACE)
+    result = row(conn, sub)
+    assert (result["status"], result["access"]) == ("canceled", "suspended")
 
 
 def test_grace_running_out_with_stripe_saying_canceled_removes_access(stripe_sim, conn):

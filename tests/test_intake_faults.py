@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 
-from conftest import NAMESPACE, REDIS_PROXY, make_event, post_event, queued_ids
+from helpers import NAMESPACE, REDIS_PROXY, event_row, make_event, post_event, queued_ids
 
-from subsync import config, db, events
-from webhooks import create_app
-from worker import outbox
-from worker.broker import REDIS_SOCKET_TIMEOUT_S
-from worker.queue import sender
+from subsync import config, db, outbox
+from subsync.broker import REDIS_SOCKET_TIMEOUT_S
+from subsync.queue import EventQueue
+from subsync.store import events
+from webhooks import create_app, services
 
 
 def test_postgres_refusing_connections_answers_503_then_the_retry_stores_once(postgres_proxy, conn, broker):
@@ -43,6 +44,7 @@ def test_postgres_refusing_connections_answers_503_then_the_retry_stores_once(po
 
 
 def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(client, conn, broker, redis_down, caplog):
+    event_queue = EventQueue(broker)
     event = make_event()
     with caplog.at_level("WARNING"):
         response = post_event(client, event)
@@ -66,10 +68,10 @@ def test_redis_down_still_stores_and_the_sweep_queues_it_when_redis_is_back(clie
     redis_down.start()
     assert queued_ids(broker) == []
     conn.execute("UPDATE stripe_events SET received_at = now() - interval '1 minute'")
-    assert outbox.sweep(db.pool()) == 2
+    assert outbox.sweep(db.pool(), event_queue) == 2
     assert sorted(queued_ids(broker)) == sorted([event["id"], second["id"]])
     # Swept once: the next pass within SWEEP_AFTER leaves it alone.
-    assert outbox.sweep(db.pool()) == 0
+    assert outbox.sweep(db.pool(), event_queue) == 0
 
 
 def test_a_stalled_redis_never_slows_an_answer(client, conn, broker):
@@ -93,33 +95,36 @@ def test_a_stalled_redis_never_slows_an_answer(client, conn, broker):
     finally:
         blackhole.close()  # the sender's stalled send fails at once
         REDIS_PROXY.retarget(*real)
-    assert sender.flush(30)
+    assert services.of(client.application).sender.flush(30)
 
 
-def test_a_failed_event_whose_retry_redis_lost_is_queued_again_once_the_retry_is_overdue(client, conn, broker):
+def test_a_failed_event_whose_retry_redis_lost_is_queued_again_once_the_retry_is_overdue(
+    client, conn, broker, event_queue
+):
     # A failed event's retry waits in Redis as a delayed message; a Redis
     # restart without persistence loses it. The sweep steps in once that retry
-    # is overdue, and never for an event that used up its attempts.
-    lost, waiting, exhausted = make_event(), make_event(), make_event()
-    for event in (lost, waiting, exhausted):
+    # is overdue, and never for an event with no retry coming.
+    lost, waiting, permanent = make_event(), make_event(), make_event()
+    for event in (lost, waiting, permanent):
         assert post_event(client, event).status_code == 200
     broker.client.delete(*broker.client.keys(f"{NAMESPACE}:*"))  # Redis restarted: it forgot everything
 
+    now = datetime.now(UTC)
     with db.pool().connection() as c:
-        for event in (lost, waiting, exhausted):
-            events.fail(c, event["id"], "RuntimeError: boom")
-    # Received long ago: a failure stamps the handover to the broker, so the
-    # fresh failure of `waiting` is left to its retry, however old the event.
-    conn.execute("UPDATE stripe_events SET received_at = now() - interval '2 hours', attempts = 2")
-    conn.execute(
-        "UPDATE stripe_events SET enqueued_at = now() - %s - interval '1 second' WHERE id = ANY(%s)",
-        (outbox.RETRY_LOST_AFTER, [lost["id"], exhausted["id"]]),
-    )
-    conn.execute("UPDATE stripe_events SET attempts = 11 WHERE id = %s", (exhausted["id"],))
+        events.finish(
+            c,
+            [
+                events.Finished(lost["id"], "failed", "RuntimeError: boom", now - events.RETRY_LOST_AFTER),
+                events.Finished(waiting["id"], "failed", "RuntimeError: boom", now + timedelta(minutes=20)),
+                events.Finished(permanent["id"], "failed", "MalformedObject: subscription without 'status'", None),
+            ],
+        )
+    conn.execute("UPDATE stripe_events SET received_at = now() - interval '2 hours'")
 
-    assert outbox.sweep(db.pool()) == 1
+    assert outbox.sweep(db.pool(), event_queue) == 1
     assert queued_ids(broker) == [lost["id"]]
-    assert outbox.sweep(db.pool()) == 0  # stamped: not again until its retry is overdue once more
+    assert outbox.sweep(db.pool(), event_queue) == 0  # the retry sent now is the one it waits for
+    assert event_row(conn, permanent["id"])["status"] == "failed"
 
 
 def test_connections_postgres_terminated_are_replaced_without_failing_a_delivery(database_url, conn, broker):

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_event, post_event
+from helpers import apply, make_event, post_event, subscription_obj
 from prometheus_client.parser import text_string_to_metric_families
-from test_worker_apply import GRACE, subscription_obj
-
-from subsync import db
-from worker.apply import apply_event
 
 
 def scrape(client):
@@ -52,9 +48,8 @@ def test_applied_and_failed_counters_move_by_type(client, conn, broker, broken_s
     post_event(client, ok)
     post_event(client, bad)
     before = scrape(client)
-    apply_event(db.pool(), ok["id"], grace=GRACE)
-    with pytest.raises(Exception, match="plan_tier"):
-        apply_event(db.pool(), bad["id"], grace=GRACE)
+    assert apply(ok["id"]) == "processed"
+    assert apply(bad["id"]) == "failed"
     after = scrape(client)
 
     applied = ("subsync_events_applied_total", {"type": "invoice.upcoming", "outcome": "processed"})
@@ -113,10 +108,52 @@ def test_metrics_still_answer_when_redis_is_down(client, conn, broker, redis_dow
 
 
 def test_dramatiqs_worker_metrics_are_on_only_for_the_dramatiq_command_when_asked():
-    from worker.broker import worker_metrics_enabled
+    from subsync import config
+    from worker.middleware import worker_metrics_enabled
 
-    assert worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/dramatiq")
-    assert not worker_metrics_enabled({}, "/app/.venv/bin/dramatiq")
-    assert not worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "0"}, "/app/.venv/bin/dramatiq")
-    assert not worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/gunicorn")
-    assert not worker_metrics_enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/flask")
+    def enabled(env, program):
+        return worker_metrics_enabled(config.load(env), program)
+
+    assert enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/dramatiq")
+    assert not enabled({}, "/app/.venv/bin/dramatiq")
+    assert not enabled({"DRAMATIQ_PROMETHEUS": "0"}, "/app/.venv/bin/dramatiq")
+    assert not enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/gunicorn")
+    assert not enabled({"DRAMATIQ_PROMETHEUS": "1"}, "/app/.venv/bin/flask")
+
+
+def test_readyz_and_metrics_answer_in_bounded_time_with_redis_stalled_and_deliveries_go_on(app, conn, broker):
+    import socket
+    import threading
+    import time
+
+    from helpers import REDIS_PROXY
+
+    # A server that takes connections (in the kernel's backlog) and never answers.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)
+    real = REDIS_PROXY.target
+    REDIS_PROXY.retarget(*blackhole.getsockname())
+    took: dict[str, list[float]] = {"/readyz": [], "/metrics": []}
+
+    def probe(path: str) -> None:
+        began = time.monotonic()
+        app.test_client().get(path)
+        took[path].append(time.monotonic() - began)
+
+    try:
+        probes = [threading.Thread(target=probe, args=(path,)) for path in ("/readyz", "/metrics") * 4]
+        for thread in probes:
+            thread.start()
+        began = time.monotonic()
+        response = post_event(app.test_client(), make_event(), wait_for_send=False)
+        ack = time.monotonic() - began
+        for thread in probes:
+            thread.join(20)
+    finally:
+        blackhole.close()
+        REDIS_PROXY.retarget(*real)
+    assert response.status_code == 200
+    # Before, each of these waited out the Redis client's timeouts and retries: 15 s.
+    assert max(took["/readyz"] + took["/metrics"]) < 2.5
+    assert ack < 1.0

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from conftest import make_event, post_event, queued_ids
+from helpers import apply, make_event, post_event, queued_ids, subscription_obj
 from sim import DAY, api_for, running_simulator
-from test_worker_apply import subscription_obj
 
 from reconciler import grace, reconcile
 from subsync import db
-from worker.apply import apply_event
 
 GRACE = timedelta(hours=72)
 
@@ -51,7 +48,7 @@ def test_each_source_of_an_access_change_is_heard(app, client, conn, broker, dat
         created = sim.now() + 10
         event = make_event("customer.subscription.updated", subscription_obj(sub, status="past_due"), created=created)
         post_event(client, event)
-        apply_event(db.pool(), event["id"], grace=GRACE)
+        apply(event["id"])
         assert [(n["from"], n["to"]) for n in heard(listener)] == [("grace", "restricted")]
         assert source_of_last_change(conn, sub) == "webhook"
 
@@ -66,13 +63,12 @@ def test_each_source_of_an_access_change_is_heard(app, client, conn, broker, dat
                CREATE TRIGGER refuse_write BEFORE UPDATE ON subscriptions
                FOR EACH ROW EXECUTE FUNCTION refuse_write();"""
         )
-        with contextlib.suppress(psycopg.Error):
-            apply_event(db.pool(), recovered["id"], grace=GRACE)
+        assert apply(recovered["id"]) == "failed"
         assert heard(listener, timeout=0.3) == []  # rolled back: nothing announced
         conn.execute("DROP TRIGGER refuse_write ON subscriptions; DROP FUNCTION refuse_write();")
         result = app.test_cli_runner().invoke(args=["events", "replay", recovered["id"]])
         assert result.exit_code == 0, result.output
         for event_id in queued_ids(broker):
-            apply_event(db.pool(), event_id, grace=GRACE)
+            apply(event_id)
         assert [(n["from"], n["to"]) for n in heard(listener)] == [("restricted", "full")]
         assert source_of_last_change(conn, sub) == "replay"

@@ -12,11 +12,9 @@ import json
 import time
 
 import pytest
-from conftest import make_event, post_event, queued_ids
-from test_worker_apply import GRACE, subscription_obj
+from helpers import apply, make_event, post_event, queued_ids, subscription_obj
 
 from subsync import db
-from worker.apply import apply_event
 
 LONG_ERROR = 'column "plan_tier" does not exist (bad migration)'
 
@@ -31,13 +29,8 @@ def run_json(app, *args):
     return json.loads(result.stdout)
 
 
-def apply(event_id):
-    return apply_event(db.pool(), event_id, grace=GRACE)
-
-
 def apply_failing(event_id):
-    with pytest.raises(Exception, match="plan_tier"):
-        apply(event_id)
+    assert apply(event_id) == "failed"
 
 
 def deliver(client, event_type="customer.subscription.created", obj=None, **kwargs):
@@ -357,7 +350,8 @@ def test_a_database_down_is_one_line_and_exit_1(app, database_url):
     from subsync import config
     from webhooks import create_app
 
-    down = create_app(dataclasses.replace(config.load(), database_url="postgresql://root@127.0.0.1:1/none"))
+    unreachable = dataclasses.replace(config.load(), database_url="postgresql://root@127.0.0.1:1/none")
+    down = create_app(unreachable, commands=True)
     try:
         result = run(down, "events", "list")
     finally:
@@ -396,3 +390,34 @@ def test_subscriptions_show_has_state_access_owed_and_history_with_sources(app, 
     assert "history (2 changes, oldest first)" in out
     assert "access: full -> restricted" in out
     assert f"[webhook {past_due['id']}]" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["events", "list", "--since", "99999999d"],
+        ["events", "list", "--until", "99999999999w"],
+        ["events", "replay", "--status", "failed", "--since", "99999999d"],
+        ["events", "list", "--limit", "0"],
+        ["events", "list", "--since", "not-a-time"],
+        ["subscriptions", "show", "sub_1", "--history", "-1"],
+    ],
+)
+def test_an_option_out_of_range_exits_2_with_one_line(app, conn, args):
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+
+
+def test_table_output_escapes_control_characters_and_cuts_long_ids(app, client, conn):
+    hostile = make_event(event_id="evt_fake\nevt_forged  customer.created  processed  1  " + "x" * 200)
+    assert post_event(client, hostile).status_code == 200
+    result = app.test_cli_runner().invoke(args=["events", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2  # the header and one row: the newline did not make a second
+    assert "evt_fake\\nevt_forged" in lines[1]
+    assert "…" in lines[1]
+    assert len(lines[1]) < 250

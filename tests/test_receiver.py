@@ -6,7 +6,8 @@ import json
 import time
 
 import pytest
-from conftest import OLD_SECRET, SECRET, make_event, post_event, queued_ids, sign
+from helpers import OLD_SECRET, SECRET, make_event, post_event, queued_ids, sign
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def stored(conn, event_id):
@@ -158,9 +159,30 @@ def test_health_and_readiness(client):
     assert ready.get_json()["components"] == {"postgresql": "ok", "redis": "ok"}
 
 
+def deliveries_by_outcome(client):
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "subsync_webhook_deliveries"
+        for sample in family.samples
+        if sample.name == "subsync_webhook_deliveries_total"
+    }
+
+
 def test_metrics_count_deliveries_by_outcome(client, conn):
+    before = deliveries_by_outcome(client)
     post_event(client, make_event())
     client.post("/webhooks/stripe", data="{}")
-    text = client.get("/metrics").get_data(as_text=True)
-    assert 'subsync_webhook_deliveries_total{outcome="accepted"}' in text
-    assert 'subsync_webhook_deliveries_total{outcome="missing_signature"}' in text
+    after = deliveries_by_outcome(client)
+    moved = {outcome: after[outcome] - before.get(outcome, 0) for outcome in after}
+    assert {outcome: n for outcome, n in moved.items() if n} == {"accepted": 1, "missing_signature": 1}
+
+
+def test_readyz_answers_503_naming_the_component_that_is_down(client, conn, redis_down):
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.get_json()
+    assert body["ready"] is False
+    assert body["components"]["postgresql"] == "ok"
+    assert body["components"]["redis"].startswith("down")

@@ -9,13 +9,12 @@ import sys
 
 import psycopg
 import pytest
-from conftest import make_event, post_event
+from helpers import make_event, post_event, wait_for
 from processes import ROOT, kill9
-from test_worker_apply import wait_for
 
 from reconciler import scheduler
-from reconciler.locks import LOCK_KEYS
 from subsync import config, db
+from subsync.store.jobs import LOCK_KEYS
 
 
 def test_a_job_runs_once_per_tick_across_schedulers(conn):
@@ -48,11 +47,11 @@ def test_a_failing_job_never_stops_the_scheduler(conn):
     scheduler.guarded(db.pool(), "outbox_sweep", boom)()  # logs, does not raise
 
 
-def test_the_schedule_has_every_job_when_stripe_is_configured(conn):
+def test_the_schedule_has_every_job_when_stripe_is_configured(conn, event_queue):
     settings = dataclasses.replace(config.load(), stripe_api_key="sk_test_x", stripe_api_base="http://127.0.0.1:9")
-    jobs = {job.id for job in scheduler.build(settings, db.pool()).get_jobs()}
+    jobs = {job.id for job in scheduler.build(settings, db.pool(), event_queue).get_jobs()}
     assert jobs == {"outbox_sweep", "access_refresh", "reconcile", "backfill"}
-    without_key = {job.id for job in scheduler.build(config.load(), db.pool()).get_jobs()}
+    without_key = {job.id for job in scheduler.build(config.load(), db.pool(), event_queue).get_jobs()}
     assert without_key == {"outbox_sweep", "access_refresh"}
 
 

@@ -16,7 +16,7 @@ from webhooks import create_app
 def sim_app(conn, broker):
     with running_simulator() as (sim, url):
         settings = dataclasses.replace(config.load(), stripe_api_key=SIM_KEY, stripe_api_base=url)
-        yield sim, create_app(settings)
+        yield sim, create_app(settings, commands=True)
 
 
 def invoke(app, *args):
@@ -42,7 +42,7 @@ def test_reconcile_dry_run_prints_what_it_would_change_and_changes_nothing(sim_a
 
 
 def test_reconcile_without_a_stripe_key_fails_in_one_line(conn, broker):
-    app = create_app(dataclasses.replace(config.load(), stripe_api_key=None))
+    app = create_app(dataclasses.replace(config.load(), stripe_api_key=None), commands=True)
     result = invoke(app, "reconcile", "run")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [

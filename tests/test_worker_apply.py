@@ -9,61 +9,15 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from datetime import timedelta
 
 import psycopg
 import pytest
-from conftest import load_fixture, make_event, post_event
-from psycopg_pool import ConnectionPool, PoolClosed
+from helpers import GRACE, apply, count, event_row, make_event, post_event, subscription_obj, wait_for
+from stripe_fixtures import needs_fixtures, read
 
-from subsync import db, events
-from worker.apply import BATCH_OTHERS, _AppliedHere, apply_event
-
-GRACE = timedelta(hours=72)
-
-
-def subscription_obj(sub_id="sub_1", status="active", period_end=None, **extra):
-    now = int(time.time())
-    obj = {
-        "id": sub_id,
-        "object": "subscription",
-        "customer": "cus_1",
-        "status": status,
-        "cancel_at_period_end": False,
-        "cancel_at": None,
-        "canceled_at": None,
-        "ended_at": None,
-        "trial_end": None,
-        "currency": "usd",
-        "metadata": {},
-        "latest_invoice": "in_1",
-        "items": {
-            "object": "list",
-            "data": [
-                {
-                    "id": "si_1",
-                    "object": "subscription_item",
-                    "current_period_start": now - 86400,
-                    "current_period_end": period_end or now + 29 * 86400,
-                    "price": {"id": "price_premium", "object": "price", "currency": "usd", "unit_amount": 2999},
-                }
-            ],
-        },
-    }
-    obj.update(extra)
-    return obj
-
-
-def apply(event_id):
-    return apply_event(db.pool(), event_id, grace=GRACE)
-
-
-def event_row(conn, event_id):
-    return conn.execute("SELECT * FROM stripe_events WHERE id = %s", (event_id,)).fetchone()
-
-
-def count(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()["n"]
+from subsync import db
+from subsync.store import events
+from worker.apply import apply_events
 
 
 def test_a_subscription_event_becomes_a_row_with_access_and_an_audit_entry(client, conn):
@@ -115,8 +69,9 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(client, conn):
     assert event_row(conn, older["id"])["status"] == "processed"
 
 
+@needs_fixtures
 def test_the_old_api_shape_with_the_period_on_the_subscription(client, conn):
-    event = load_fixture("stripe-ruby-mock/customer.subscription.created.json")
+    event = read("stripe-ruby-mock/customer.subscription.created.json")
     post_event(client, event)
     assert apply(event["id"]) == "processed"
     obj = event["data"]["object"]
@@ -125,8 +80,9 @@ def test_the_old_api_shape_with_the_period_on_the_subscription(client, conn):
     assert sub["status"] == obj["status"]
 
 
+@needs_fixtures
 def test_the_basil_shape_with_the_period_on_the_items(client, conn):
-    data = load_fixture("pay-rails-pay/subscription.updated.json")
+    data = read("pay-rails-pay/subscription.updated.json")
     event = make_event("customer.subscription.updated", data["object"])
     post_event(client, event)
     assert apply(event["id"]) == "processed"
@@ -139,15 +95,14 @@ def test_the_basil_shape_with_the_period_on_the_items(client, conn):
 def test_a_failing_handler_rolls_back_and_records_the_error(client, conn, broken_subscriptions_table):
     event = make_event("customer.subscription.created", subscription_obj())
     post_event(client, event)
-    with pytest.raises(Exception, match="plan_tier"):
-        apply(event["id"])
+    assert apply(event["id"]) == "failed"
     row = event_row(conn, event["id"])
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert "plan_tier" in row["last_error"]
     assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 0
 
     broken_subscriptions_table()
-    assert apply(event["id"]) == "processed"  # Dramatiq's retry
+    assert apply(event["id"]) == "processed"  # its retry
     row = event_row(conn, event["id"])
     assert (row["status"], row["attempts"], row["last_error"]) == ("processed", 2, None)
     assert count(conn, "SELECT count(*) AS n FROM subscriptions") == 1
@@ -162,15 +117,6 @@ def running_worker(broker):
     worker.start()
     yield worker
     worker.stop()
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_the_same_event_posted_from_20_threads_is_stored_once_and_applied_once(app, conn, running_worker):
@@ -194,130 +140,142 @@ def test_the_same_event_posted_from_20_threads_is_stored_once_and_applied_once(a
     assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 1
 
 
-# --- The actor applies waiting events alongside the message's own (worker.apply.BATCH_OTHERS) ---
+# --- One message, a batch of events: each applied once, each failure its own ---
 
 
-def apply_with_others(event_id):
-    return apply_event(db.pool(), event_id, grace=GRACE, others=BATCH_OTHERS)
+def apply_batch(event_ids):
+    return {r.id: r for r in apply_events(db.pool(), event_ids, grace=GRACE)}
 
 
-def customer_event(i):
-    return make_event("customer.created", {"id": f"cus_{i}", "object": "customer", "email": f"{i}@example.com"})
+def customer_event(i, created=None):
+    obj = {"id": f"cus_{i}", "object": "customer", "email": f"{i}@example.com", "name": f"n{i}"}
+    return make_event("customer.created", obj, created=created)
 
 
 def malformed_subscription_event():
     return make_event("customer.subscription.updated", {"id": "sub_bad", "object": "subscription"})
 
 
-def test_waiting_events_are_applied_with_the_claimed_one_and_each_only_once(client, conn):
-    events = [customer_event(i) for i in range(4)]
-    for event in events:
+def test_a_batch_is_applied_once_each_in_the_order_received(client, conn):
+    now = int(time.time())
+    batch = [customer_event(i) for i in range(4)]
+    # Two snapshots of one customer: the order received decides the same-second tie.
+    batch.append(make_event("customer.updated", {"id": "cus_0", "object": "customer", "name": "later"}, created=now))
+    for event in batch:
         post_event(client, event)
-    assert apply_with_others(events[2]["id"]) == "processed"
-    for event in events:
+    results = apply_batch([event["id"] for event in reversed(batch)])
+    assert {r.status for r in results.values()} == {"processed"}
+    for event in batch:
         row = event_row(conn, event["id"])
         assert (row["status"], row["attempts"], row["last_error"]) == ("processed", 1, None)
-    assert count(conn, "SELECT count(*) AS n FROM customers") == 4
-    # Their own messages come later and find nothing to do.
-    assert [apply_with_others(event["id"]) for event in events] == ["skipped"] * 4
-    assert {event_row(conn, event["id"])["attempts"] for event in events} == {1}
+    assert conn.execute("SELECT name FROM customers WHERE id = 'cus_0'").fetchone()["name"] == "later"
+    # A second message for them (a duplicate send, a sweep) finds nothing to do.
+    assert apply_batch([event["id"] for event in batch]) == {}
+    assert {event_row(conn, event["id"])["attempts"] for event in batch} == {1}
 
 
-def test_a_failing_event_picked_alongside_is_left_to_its_own_message(client, conn):
-    bad, good = malformed_subscription_event(), customer_event(1)
-    post_event(client, bad)
-    post_event(client, good)
-    assert apply_with_others(good["id"]) == "processed"
-    assert event_row(conn, good["id"])["status"] == "processed"
-    row = event_row(conn, bad["id"])
-    assert (row["status"], row["attempts"], row["last_error"]) == ("received", 0, None)
-
-    with pytest.raises(Exception, match="status"):
-        apply_with_others(bad["id"])  # its own message: failed, counted, the error kept
+def test_a_failing_member_fails_alone_and_the_others_commit(client, conn):
+    good, bad, other = customer_event(1), malformed_subscription_event(), customer_event(2)
+    for event in (good, bad, other):
+        post_event(client, event)
+    results = apply_batch([good["id"], bad["id"], other["id"]])
+    assert (results[good["id"]].status, results[other["id"]].status) == ("processed", "processed")
+    assert count(conn, "SELECT count(*) AS n FROM customers") == 2
     row = event_row(conn, bad["id"])
     assert (row["status"], row["attempts"]) == ("failed", 1)
-    assert "status" in row["last_error"]
+    assert row["last_error"].startswith("MalformedObject: ")
+    assert "\n" not in row["last_error"]
+    # A payload that can never be parsed gets no retry.
+    assert results[bad["id"]].retry_in_ms is None
+    assert row["retry_at"] is None
 
 
-def test_the_claimed_event_failing_rolls_back_the_others(client, conn):
-    bad, good = malformed_subscription_event(), customer_event(1)
-    post_event(client, good)
-    post_event(client, bad)
-    with pytest.raises(Exception, match="status"):
-        apply_with_others(bad["id"])
-    assert event_row(conn, bad["id"])["status"] == "failed"
-    row = event_row(conn, good["id"])
-    assert (row["status"], row["attempts"]) == ("received", 0)
+def test_a_transient_failure_gets_a_retry_of_its_own_with_backoff(client, conn, broken_subscriptions_table):
+    sub, cus = make_event("customer.subscription.created", subscription_obj()), customer_event(1)
+    for event in (sub, cus):
+        post_event(client, event)
+    results = apply_batch([sub["id"], cus["id"]])
+    assert results[cus["id"]].status == "processed"
+    failed = results[sub["id"]]
+    assert (failed.status, failed.error_type) == ("failed", "RaiseException")
+    assert failed.retry_in_ms >= 10_000
+    row = event_row(conn, sub["id"])
+    assert row["retry_at"] is not None
+    assert "plan_tier" in row["last_error"]
+    assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 0
+
+    broken_subscriptions_table()
+    assert apply(sub["id"]) == "processed"  # its retry, alone
+    row = event_row(conn, sub["id"])
+    assert (row["status"], row["attempts"], row["last_error"], row["retry_at"]) == ("processed", 2, None, None)
+
+
+def test_an_event_out_of_retries_stays_failed_without_one(client, conn, broken_subscriptions_table):
+    event = make_event("customer.subscription.created", subscription_obj())
+    post_event(client, event)
+    conn.execute("UPDATE stripe_events SET attempts = 10 WHERE id = %s", (event["id"],))
+    result = apply_batch([event["id"]])[event["id"]]
+    assert (result.status, result.retry_in_ms) == ("failed", None)
+    assert event_row(conn, event["id"])["attempts"] == 11
+
+
+def test_a_replay_of_one_event_inside_an_applied_batch_applies_it_again(client, conn):
+    first, second = customer_event(1), customer_event(2)
+    post_event(client, first)
+    post_event(client, second)
+    apply_batch([first["id"], second["id"]])
+    with db.pool().connection() as c:
+        assert events.reopen(c, [second["id"]]) == [second["id"]]  # `events replay`, then its message
+    assert apply_batch([second["id"]])[second["id"]].status == "processed"
+    row = event_row(conn, second["id"])
+    assert (row["status"], row["attempts"], row["replays"]) == ("processed", 2, 1)
+    assert event_row(conn, first["id"])["attempts"] == 1
+
+
+def test_an_event_another_worker_is_applying_is_waited_for_then_skipped(client, conn, database_url):
+    held = customer_event(1)
+    post_event(client, held)
+    done = []
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM stripe_events WHERE id = %s FOR UPDATE", (held["id"],))
+        worker = threading.Thread(target=lambda: done.append(apply_batch([held["id"]])))
+        worker.start()
+        time.sleep(0.3)
+        assert not done  # waiting for the row
+        other.execute("UPDATE stripe_events SET status = 'processed' WHERE id = %s", (held["id"],))
+        other.commit()
+    worker.join(10)
+    assert done == [{}]
     assert count(conn, "SELECT count(*) AS n FROM customers") == 0
 
 
-def test_an_event_another_worker_holds_is_not_picked(client, conn, database_url):
-    first, held = customer_event(1), customer_event(2)
-    post_event(client, first)
-    post_event(client, held)
-    with psycopg.connect(database_url) as other:
-        other.execute("SELECT 1 FROM stripe_events WHERE id = %s FOR UPDATE", (held["id"],))
-        assert apply_with_others(first["id"]) == "processed"
-        other.rollback()
-    assert event_row(conn, held["id"])["status"] == "received"
-    assert apply_with_others(held["id"]) == "processed"
+def test_a_payload_that_cannot_be_parsed_fails_once_and_is_not_retried(client, conn, broker, running_worker):
+    event = malformed_subscription_event()
+    post_event(client, event)
+    wait_for(lambda: event_row(conn, event["id"])["status"] == "failed")
+    time.sleep(0.5)  # a retry would be scheduled right after the failure
+    row = event_row(conn, event["id"])
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert "status" in row["last_error"]
+    assert broker.client.llen(f"{broker.namespace}:stripe_events.DQ") == 0  # no retry waiting
 
 
-# --- A message for an event this process applied since it was sent skips without the database ---
+def test_a_customer_snapshot_never_goes_back_and_a_deletion_is_final(client, conn):
+    now = int(time.time())
 
+    def customer(name, **extra):
+        return {"id": "cus_9", "object": "customer", "email": "c9@example.com", "name": name, **extra}
 
-def never_opened_pool(database_url):
-    """A pool that fails any use: apply_event given it proves it made no round trip."""
-    return ConnectionPool(database_url, open=False)
+    newer = make_event("customer.updated", customer("Newer"), created=now)
+    older = make_event("customer.updated", customer("Older"), created=now - 60)
+    for event in (newer, older):
+        post_event(client, event)
+        assert apply(event["id"]) == "processed"
+    assert conn.execute("SELECT name, deleted FROM customers").fetchone() == {"name": "Newer", "deleted": False}
 
-
-def test_a_message_sent_before_its_event_was_applied_here_skips_without_a_round_trip(client, conn, database_url):
-    first, second = customer_event(1), customer_event(2)
-    post_event(client, first)
-    post_event(client, second)
-    queued_at = int(time.time() * 1000) - 10_000  # both messages were queued before the worker got to them
-    assert apply_event(db.pool(), first["id"], grace=GRACE, others=BATCH_OTHERS, sent_at_ms=queued_at) == "processed"
-    assert event_row(conn, second["id"])["status"] == "processed"
-
-    unusable = never_opened_pool(database_url)
-    assert apply_event(unusable, second["id"], grace=GRACE, sent_at_ms=queued_at) == "skipped"
-    # Once: a second message for it (a duplicate send) goes through the claim, which finds it done.
-    with pytest.raises(PoolClosed):
-        apply_event(unusable, second["id"], grace=GRACE, sent_at_ms=queued_at)
-    assert apply_event(db.pool(), second["id"], grace=GRACE, sent_at_ms=queued_at) == "skipped"
-
-
-def test_a_replay_queued_after_the_apply_is_applied_again(client, conn):
-    first, second = customer_event(1), customer_event(2)
-    post_event(client, first)
-    post_event(client, second)
-    queued_at = int(time.time() * 1000) - 10_000
-    assert apply_event(db.pool(), first["id"], grace=GRACE, others=BATCH_OTHERS, sent_at_ms=queued_at) == "processed"
-
-    with db.pool().connection() as c:
-        assert events.reopen(c, [second["id"]]) == [second["id"]]  # `events replay`, then its message
-    replayed_at = int(time.time() * 1000)
-    assert apply_event(db.pool(), second["id"], grace=GRACE, sent_at_ms=replayed_at) == "processed"
-    row = event_row(conn, second["id"])
-    assert (row["status"], row["attempts"], row["replays"]) == ("processed", 2, 1)
-
-
-def test_a_message_sent_within_the_clock_margin_of_the_apply_goes_through_the_claim(client, conn, database_url):
-    first, second = customer_event(1), customer_event(2)
-    post_event(client, first)
-    post_event(client, second)
-    before = int(time.time() * 1000)
-    assert apply_event(db.pool(), first["id"], grace=GRACE, others=BATCH_OTHERS, sent_at_ms=before - 10_000) == (
-        "processed"
-    )
-    # Sent by a host whose clock may run behind: it could be a replay's.
-    with pytest.raises(PoolClosed):
-        apply_event(never_opened_pool(database_url), second["id"], grace=GRACE, sent_at_ms=before - 1_000)
-
-
-def test_this_process_remembers_a_bounded_number_of_applied_events():
-    applied = _AppliedHere(limit=2)
-    applied.add(["evt_a", "evt_b", "evt_c"], at_ms=10_000)
-    assert not applied.take("evt_a", sent_at_ms=0)  # forgotten: the claim decides
-    assert applied.take("evt_b", sent_at_ms=0)
-    assert applied.take("evt_c", sent_at_ms=0)
+    deleted = make_event("customer.deleted", customer("Newer"), created=now + 1)
+    later = make_event("customer.updated", customer("After deletion"), created=now + 2)
+    for event in (deleted, later):
+        post_event(client, event)
+        assert apply(event["id"]) == "processed"
+    assert conn.execute("SELECT deleted FROM customers").fetchone()["deleted"] is True

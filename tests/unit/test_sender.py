@@ -1,18 +1,13 @@
-"""The receiver's sender thread (worker.queue.BackgroundSender), without servers."""
+"""The receiver's sender thread (subsync.queue.BackgroundSender), without servers."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 from subsync import logs
-from worker.queue import SEND_BATCH, BackgroundSender
+from subsync.queue import SEND_BATCH, BackgroundSender, flush_senders
 
-ROOT = Path(__file__).resolve().parents[1]
 # Log lines through the standard library, where caplog looks, as the app
 # configures them; before any test, since configuring replaces the root handlers.
 logs.configure("console")
@@ -81,26 +76,11 @@ def test_a_send_that_raises_does_not_stop_the_thread():
     assert send.sent == ["evt_1", "evt_2"]
 
 
-def test_gunicorn_flushes_the_sender_when_a_worker_exits():
-    # Run in a process of its own: gunicorn.conf.py sets up the environment as gunicorn's master would.
-    script = """
-import runpy, threading
-from worker import queue
-sent = []
-gate = threading.Event()
-def send(ids):
-    gate.wait(10)
-    sent.extend(ids)
-    return len(ids)
-queue.sender._send = send
-queue.sender.submit(["evt_pending"])
-threading.Timer(0.2, gate.set).start()
-hooks = runpy.run_path("gunicorn.conf.py")
-hooks["worker_exit"](None, None)
-assert sent == ["evt_pending"], sent
-"""
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+def test_flush_senders_waits_for_every_sender_of_the_process():
+    send = Recorder()
+    send.gate.clear()
+    sender = BackgroundSender(send)
+    sender.submit(["evt_pending"])
+    threading.Timer(0.2, send.gate.set).start()
+    assert flush_senders(10)
+    assert send.sent == ["evt_pending"]

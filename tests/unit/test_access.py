@@ -1,10 +1,18 @@
-"""The access table and owed_amount (CONTRACT.md, "Access" and "owed_amount")."""
+"""The access table and owed_amount (docs/interface.md, "Access")."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from subsync.access import Access, access_for, owed_amount, time_dependent
+from subsync.access import (
+    ACCESS_RANKING,
+    Access,
+    access_for,
+    access_ranking_sql,
+    best_access,
+    owed_amount,
+    time_dependent,
+)
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 GRACE = timedelta(hours=72)
@@ -139,3 +147,31 @@ def test_share_is_clamped(ended, expected):
 def test_zero_length_period():
     assert owed_amount(500, START, START, START) == 500
     assert owed_amount(500, START, START, START - timedelta(seconds=1)) == 0
+
+
+def test_the_ranking_holds_every_access_value_once_best_first():
+    assert sorted(ACCESS_RANKING) == sorted(Access)
+    assert len(set(ACCESS_RANKING)) == len(ACCESS_RANKING)
+    assert ACCESS_RANKING[0] == Access.FULL
+    assert ACCESS_RANKING[-1] == Access.NONE
+
+
+@pytest.mark.parametrize(
+    ("accesses", "expected"),
+    [
+        ([], Access.NONE),
+        ([Access.NONE], Access.NONE),
+        ([Access.SUSPENDED, Access.NONE], Access.SUSPENDED),
+        ([Access.NONE, Access.RESTRICTED, Access.SUSPENDED], Access.RESTRICTED),
+        ([Access.RESTRICTED, Access.GRACE], Access.GRACE),
+        ([Access.GRACE, Access.FULL, Access.SUSPENDED], Access.FULL),
+        ([Access.SUSPENDED, Access.SUSPENDED], Access.SUSPENDED),
+    ],
+)
+def test_a_customer_has_the_best_access_of_its_subscriptions(accesses, expected):
+    assert best_access(accesses) == expected
+    assert best_access(reversed(accesses)) == expected
+
+
+def test_the_sql_ranking_is_the_ranking():
+    assert access_ranking_sql() == "ARRAY['full', 'grace', 'restricted', 'suspended', 'none']"

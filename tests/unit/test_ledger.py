@@ -1,16 +1,14 @@
-"""The ledger table of CONTRACT.md, one test per row, and the event types."""
+"""The ledger table of docs/interface.md, one test per row, and the event types."""
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from stripe_fixtures import needs_fixtures, read
 
 from subsync.event_types import HANDLED_EVENTS, is_preview, kind_of
 from subsync.ledger import ledger_fact
 from subsync.stripe_objects import MalformedObject, ts
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "stripe-fixtures"
 CREATED = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -131,6 +129,7 @@ def test_subscription_deleted_is_cancelled_with_zero():
         "currency": "usd",
         "canceled_at": 1746000000,
         "ended_at": 1746000100,
+        "items": {"data": [{"id": "si_1", "current_period_start": 1743000000, "current_period_end": 1746000000}]},
     }
     fact = ledger_fact("customer.subscription.deleted", obj, CREATED)
     assert (fact.fact_key, fact.status, fact.amount) == ("subscription:sub_1:cancelled", "CANCELLED", 0)
@@ -142,6 +141,7 @@ def test_subscription_deleted_is_cancelled_with_zero():
     [
         "invoice.created",
         "invoice.finalized",
+        "invoice.updated",
         "invoice.voided",
         "invoice.marked_uncollectible",
         "invoice.payment_action_required",
@@ -159,7 +159,7 @@ def test_malformed_object_raises():
         ledger_fact("invoice.paid", {"status": "paid"}, CREATED)
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="no Stripe fixtures")
+@needs_fixtures
 @pytest.mark.parametrize(
     ("name", "expected_key"),
     [
@@ -171,7 +171,7 @@ def test_malformed_object_raises():
     ],
 )
 def test_real_payloads(name, expected_key):
-    document = json.loads((FIXTURES / name).read_text())
+    document = read(name)
     event_type = document.get("type") or "invoice.payment_failed"
     obj = document["data"]["object"] if "data" in document else document["object"]
     fact = ledger_fact(event_type, obj, CREATED)
@@ -191,6 +191,7 @@ def test_real_payloads(name, expected_key):
         ("customer.subscription.pending_update_applied", "subscription"),
         ("invoice.payment_failed", "invoice"),
         ("invoice.upcoming", "invoice"),
+        ("invoice.updated", "invoice"),
         ("checkout.session.async_payment_failed", "checkout"),
         ("customer.deleted", "customer"),
         ("customer.source.created", None),
@@ -206,4 +207,4 @@ def test_kind_of(event_type, kind):
 def test_only_upcoming_is_a_preview():
     assert is_preview("invoice.upcoming")
     assert [t for t in HANDLED_EVENTS if is_preview(t)] == ["invoice.upcoming"]
-    assert len(HANDLED_EVENTS) == 7 + 9 + 4 + 3
+    assert len(HANDLED_EVENTS) == 7 + 10 + 4 + 3 + 1
