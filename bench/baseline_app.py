@@ -2,12 +2,12 @@
 
 `stripe.Webhook.construct_event(payload, sig_header, secret)`, then the event
 is upserted inside the request and the answer is 200. Served by the same
-gunicorn settings as ours (`gunicorn -c gunicorn.conf.py
-"bench.baseline_app:create_app()"`: same workers, threads, keep-alive), on the
+server and settings as ours (the Procfile's web line with
+`bench.baseline_app:create_app` as its argument: same workers, threads), on the
 same PostgreSQL, through the same pool (`subsync.db.open_pool`, same size and
 settings, no test before checkout), into a table of the same shape
 (`stripe_events` with its indexes), with the same statement committed the
-same way as ours (`subsync.events.insert` in autocommit: one round trip). So
+same way as ours (`subsync.store.events.insert` in autocommit: one round trip). So
 the two differ only in what the request does before the insert and after
 the commit.
 
@@ -30,7 +30,9 @@ import stripe
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from subsync import db, events
+from subsync import db
+from subsync.envelope import EventHeader
+from subsync.store import events
 
 
 def create_app() -> Flask:
@@ -49,7 +51,7 @@ def create_app() -> Flask:
         except stripe.SignatureVerificationError:
             return jsonify(success=False), 400
         obj = event.data.object
-        header = events.EventHeader(
+        header = EventHeader(
             id=event.id,
             type=event.type,
             api_version=getattr(event, "api_version", None),

@@ -69,6 +69,7 @@ def bench_env(database_url: str, **extra: str) -> dict[str, str]:
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "QUEUE_NAMESPACE": f"subsync-bench-{uuid.uuid4().hex[:6]}",
         "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_MODE": "test",
         "LOG_FORMAT": "json",
         **extra,
     }
@@ -111,7 +112,7 @@ def _children() -> dict[int, list[int]]:
 
 
 def process_tree(root_pid: int) -> list[int]:
-    """The pid and every descendant (gunicorn's and dramatiq's workers are children)."""
+    """The pid and every descendant (the web server's and dramatiq's workers are children)."""
     tree = _children()
     found, todo = [], [root_pid]
     while todo:
@@ -294,3 +295,53 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A target set against a peer or a floor measured in the same run: met when `ours / theirs op limit`.
+
+    `theirs` is None when the other side could not be measured: the target is
+    printed as skipped, and counts as neither met nor missed.
+    """
+
+    name: str
+    ours: float
+    theirs: float | None
+    limit: float
+    op: str  # ">=" or "<="
+    unit: str = ""
+    # The same ratio in each round, to read the spread the medians hide.
+    per_round: tuple[float, ...] = ()
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.theirs is None or self.theirs == 0 else self.ours / self.theirs
+
+    @property
+    def met(self) -> bool | None:
+        ratio = self.ratio
+        if ratio is None:
+            return None
+        return ratio >= self.limit if self.op == ">=" else ratio <= self.limit
+
+
+def print_ratios(ratios: Sequence[Ratio]) -> bool:
+    """The targets as a table; False if one was missed (skipped ones are not)."""
+    print_table(
+        "Targets (ratios measured in this run)",
+        ["target", "ours", "theirs", "ratio (of the medians)", "limit", "result", "ratio in each round"],
+        [
+            [
+                r.name,
+                f"{r.ours:.2f}{r.unit}",
+                "—" if r.theirs is None else f"{r.theirs:.2f}{r.unit}",
+                "—" if r.ratio is None else f"{r.ratio:.2f}x",
+                f"{r.op} {r.limit}x",
+                {True: "met", False: "MISSED", None: "skipped"}[r.met],
+                ", ".join(f"{v:.2f}" for v in r.per_round) or "—",
+            ]
+            for r in ratios
+        ],
+    )
+    return all(r.met is not False for r in ratios)

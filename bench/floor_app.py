@@ -1,7 +1,7 @@
-"""The floor: gunicorn and Flask with an empty handler, as served for ours and the baseline.
+"""The floor: the web server and Flask with an empty handler, as served for ours and the baseline.
 
 It reads the body and answers 200, nothing else: what any Flask receiver
-under these gunicorn settings costs before it does its work. The receiver
+under the same server settings costs before it does its work. The receiver
 bench measures it in the same run so that CPU per ack can be read as floor
 plus our own work.
 """

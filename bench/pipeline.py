@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ from bench.common import (
 )
 from bench.webhook_load import event_templates, print_reference, reference_costs
 
-TARGET_EVENTS_PER_S = 800
+TARGET_EVENTS_PER_S = 1200
 INSERT_BATCH = 1000
 ENQUEUE_BATCH = 1000
 POLL_S = 0.5
@@ -75,26 +74,30 @@ def procfile_worker(processes: int | None, threads: int | None) -> tuple[list[st
 
 def store(url: str, bodies: Sequence[str]) -> list[str]:
     """Insert every event through the event store; returns their ids."""
-    from subsync import events
+    from subsync.envelope import parse_event
+    from subsync.store import events
 
     ids = []
     with psycopg.connect(url, row_factory=dict_row) as conn:
         for i in range(0, len(bodies), INSERT_BATCH):
             with conn.transaction():
                 for body in bodies[i : i + INSERT_BATCH]:
-                    header = events.parse_event(json.loads(body))
+                    header = parse_event(json.loads(body))
                     events.insert(conn, header, body)
                     ids.append(header.id)
     return ids
 
 
-def queue(ids: Sequence[str]) -> int:
-    """Send one message per id (worker.queue.enqueue), a batch at a time."""
-    from worker.queue import enqueue
+def queue(ids: Sequence[str], env: dict[str, str]) -> int:
+    """Send the ids as the product does (subsync.queue.EventQueue), a batch at a time."""
+    from subsync import config
+    from subsync.broker import make_broker
+    from subsync.queue import EventQueue
 
+    event_queue = EventQueue(make_broker(config.load(env)))
     sent = 0
     for i in range(0, len(ids), ENQUEUE_BATCH):
-        sent += enqueue(ids[i : i + ENQUEUE_BATCH], always_try=True)
+        sent += event_queue.send(ids[i : i + ENQUEUE_BATCH], always_try=True)
     return sent
 
 
@@ -130,13 +133,11 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
     argv, variables = procfile_worker(processes, threads)
     with bench_database("pipeline") as url:
         env = bench_env(url, **variables)
-        # worker.broker reads the queue namespace and Redis URL on import.
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAMESPACE")})
         t0 = time.perf_counter()
         ids = store(url, bodies)
         stored_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sent = queue(ids)
+        sent = queue(ids, env)
         queued_s = time.perf_counter() - t0
         if sent != len(ids):
             msg = f"queued {sent} of {len(ids)} events"
@@ -195,13 +196,16 @@ def run(n: int, seed: int, processes: int | None, threads: int | None) -> dict[s
 
 def dramatiq_floor(n: int, argv: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
     """`n` messages drained by the same worker command running bench.noop_actor: Dramatiq's own cost."""
-    from bench.noop_actor import QUEUE, noop
+    from bench.noop_actor import QUEUE, message
+    from subsync import config
+    from subsync.broker import make_broker
 
     client = redis.Redis.from_url(env["REDIS_URL"])
     key = f"{env['QUEUE_NAMESPACE']}:{QUEUE}"
+    sender = make_broker(config.load(env))
     for i in range(n):
-        noop.send(f"evt_floor_{i}")
-    proc = start([argv[0], "bench.noop_actor", *argv[2:]], env, log=RESULTS / "pipeline-floor.log")
+        sender.enqueue(message(f"evt_floor_{i}"))
+    proc = start([argv[0], "bench.noop_actor:setup", *argv[2:]], env, log=RESULTS / "pipeline-floor.log")
     meters = {
         "worker": CpuMeter(lambda: process_tree(proc.pid)),
         "redis": CpuMeter(lambda: redis_pids(env["REDIS_URL"])),
@@ -236,7 +240,7 @@ def report(result: dict[str, Any]) -> bool:
         [
             ["events generated / read from cache (s)", result["generated_s"]],
             ["stored through events.insert (s)", result["stored_s"]],
-            ["queued through worker.queue.enqueue (s)", result["queued_s"]],
+            ["queued through subsync.queue.EventQueue (s)", result["queued_s"]],
             ["drain, from worker start (s)", result["drain_s"]],
             ["applying, first to last processed_at (s)", result["apply_s"]],
             ["events applied/s (first to last applied)", result["events_per_s"]],

@@ -1,29 +1,44 @@
-"""Receiver bench: acks/s, latency and CPU per ack, ours against Stripe's in-request handler.
+"""Receiver bench: acks/s, latency and CPU per ack, ours against a minimal durable receiver and stripe-sync-engine.
 
     python -m bench.receiver [--quick] [--rounds N] [--seconds S] [--concurrency 1,8,32]
 
-Both servers run under gunicorn with gunicorn.conf.py (ours exactly as the
-Procfile's `web` line, the baseline with bench.baseline_app in its place),
-each on a fresh database and its own queue namespace. The load driver posts
-real Stripe events (2 to 6 KB) with unique ids and a valid signature over
-keep-alive connections, one per thread, built and signed before each phase
-(bench/webhook_load.py).
+Five servers, each on a fresh database:
+- ours: the Procfile's `web` line as it is;
+- minimal: the same command with bench.minimal_app in its place, a receiver
+  with the same guarantees in the fewest steps (verify_header + json.loads,
+  one INSERT ... ON CONFLICT DO NOTHING in autocommit, one Dramatiq send);
+- baseline: the same command with bench.baseline_app, the in-request handler
+  Stripe's documentation shows (construct_event, then the insert);
+- floor: the same command with bench.floor_app, an empty handler: what the
+  server costs before any work;
+- stripe-sync-engine (bench/peer): its processWebhook inside the request,
+  which verifies and applies the event (ack and apply together), on node.
+  Skipped, with the reason printed, where node or npm is missing.
 
-Phases alternate between the servers (and the order flips each round) and
-the table shows the median of the rounds: the machine is shared and noisy.
-CPU per ack is the server's process tree plus PostgreSQL (this database's
-backends and its shared auxiliary processes) plus the Redis server, read
-from /proc. Other runs on the same PostgreSQL and Redis add to the last two
-(Redis has no per-namespace CPU): the baseline's Redis column, which should
-be 0, shows how much.
-A third server, the floor (bench/floor_app.py: the same gunicorn and Flask
-with an empty handler), shows what serving a request costs before any work.
-Afterwards every acked event id is looked up in each server's database.
+The load driver posts real Stripe events (2 to 6 KB) with unique ids and a
+valid signature over keep-alive connections, one per thread, built and
+signed before each phase (bench/webhook_load.py). Phases alternate between
+the servers (the order flips each round) and the tables show the median of
+the rounds: the machine is shared and noisy. CPU per ack is the server's
+process tree plus PostgreSQL (its database's backends and the shared
+auxiliary processes) plus the Redis server (none for stripe-sync-engine),
+read from /proc. Other runs on the same PostgreSQL and Redis add to the last
+two (Redis has no per-namespace CPU): the baseline's Redis column, which
+should be 0, shows how much.
+Afterwards every acked event id is looked up in each server's database (and
+in its queue, for those that queue); for stripe-sync-engine, which keeps
+objects rather than events, the objects of the acked events in its tables.
+
+The fixture events share a few objects and one `created`: after the first
+delivery for an object, stripe-sync-engine's upserts find their row already
+synced at that time and change nothing (its cheapest path); the end-to-end
+bench (bench/e2e.py) sends real lifecycles instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import socket
 import tempfile
@@ -37,15 +52,26 @@ from typing import Any
 import psycopg
 import redis
 
-from bench import common
-from bench.webhook_load import Phase, build_batch, drive, event_templates, print_reference, reference_costs
+from bench import common, peer
+from bench.webhook_load import Phase, build_batch, drive, event_templates
 
 # Requests built per phase: it ends at its duration, or when a thread has sent all of its share.
 MAX_RATE = 4000
 CONCURRENCY = (1, 8, 32)
-TARGET_RATIO = 1.5
-TARGET_P99_MS = 5.0
-TARGET_CPU_MS = 1.2
+TARGET_VS_PEER = 1.5  # ours acks/s at the top concurrency over stripe-sync-engine's
+TARGET_VS_MINIMAL = 1.3  # ours acks/s at the top concurrency over the minimal durable receiver's
+TARGET_P99_VS_MINIMAL = 1.0  # ours p99 at concurrency 1 over the minimal durable receiver's
+PEER = "stripe-sync-engine"
+# name -> the app in place of the Procfile's, for the servers run like ours.
+# App factories the Procfile's web line serves (`python -m webhooks.serve MODULE:FACTORY`).
+WEB_APPS = {
+    "ours": "webhooks:create_app",
+    "minimal": "bench.minimal_app:create_app",
+    "baseline": "bench.baseline_app:create_app",
+    "floor": "bench.floor_app:create_app",
+}
+QUEUES = ("ours", "minimal")  # the servers that queue what they store
+STORES_EVENTS = ("ours", "minimal", "baseline")
 
 
 # --- the servers ----------------------------------------------------------------------------
@@ -60,47 +86,62 @@ def procfile_web() -> list[str]:
     raise SystemExit(msg)
 
 
+def web_command(app_spec: str) -> list[str]:
+    """The Procfile's web line serving `app_spec` (the launcher takes the factory as its argument)."""
+    argv = procfile_web()
+    return [str(common.BIN / argv[0]), *argv[1:], app_spec]
+
+
 @dataclass
 class Server:
     name: str
     database_url: str
-    env: dict[str, str]
     port: int
-    proc: Any
     log: Path
     meters: dict[str, common.CpuMeter] = field(default_factory=dict)
-
-    def pids(self) -> list[int]:
-        return common.process_tree(self.proc.pid)
+    env: dict[str, str] = field(default_factory=dict)
+    peer: peer.Peer | None = None
 
 
 @contextmanager
 def serve(name: str, app_spec: str, workdir: Path) -> Iterator[Server]:
-    """gunicorn as the Procfile runs it (its app swapped for `app_spec`) on a database of its own."""
-    argv = procfile_web()
-    argv = [str(common.BIN / argv[0]), *(app_spec if arg == "webhooks:create_app()" else arg for arg in argv[1:])]
+    """The Procfile's web line serving `app_spec` on a database of its own."""
     port = common.free_port()
     with common.bench_database(f"recv_{name}") as url:
         env = common.bench_env(url, PORT=str(port))
         log = workdir / f"{name}.log"
-        proc = common.start(argv, env, log=log)
-        server = Server(name, url, env, port, proc, log)
+        proc = common.start(web_command(app_spec), env, log=log)
+        server = Server(name, url, port, log, env=env)
         server.meters = {
-            "server": common.CpuMeter(server.pids),
+            "server": common.CpuMeter(lambda: common.process_tree(proc.pid)),
             "postgres": common.CpuMeter(lambda: common.postgres_pids(url)),
             "redis": common.CpuMeter(lambda: common.redis_pids(env["REDIS_URL"])),
         }
         try:
             if not common.wait_until(lambda: accepting(port) or proc.poll() is not None, timeout=30):
-                msg = f"{name}: gunicorn did not listen on {port} (log: {log})"
+                msg = f"{name}: the web server did not listen on {port} (log: {log})"
                 raise SystemExit(msg)
             if proc.poll() is not None:
-                msg = f"{name}: gunicorn exited with {proc.returncode} (log: {log})"
+                msg = f"{name}: the web server exited with {proc.returncode} (log: {log})"
                 raise SystemExit(msg)
             yield server
         finally:
             common.stop(proc)
             clear_queue(env)
+
+
+@contextmanager
+def serve_peer(workdir: Path, templates: Sequence[str]) -> Iterator[Server]:
+    events = workdir / "templates.jsonl"
+    events.write_text("".join(json.dumps(json.loads(t)) + "\n" for t in templates))
+    with peer.serve(workdir, events, name="peer") as p:
+        server = Server(PEER, p.database_url, p.port, p.log, peer=p)
+        server.meters = {
+            "server": common.CpuMeter(p.pids),
+            "postgres": common.CpuMeter(lambda: common.postgres_pids(p.database_url)),
+            "redis": common.CpuMeter(list),  # it uses no Redis
+        }
+        yield server
 
 
 def accepting(port: int) -> bool:
@@ -193,23 +234,21 @@ def medians(readings: Sequence[Reading]) -> Reading:
 # --- the run --------------------------------------------------------------------------------
 
 
-def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float) -> dict[str, Any]:
+def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float, with_peer: bool) -> dict[str, Any]:
     templates = event_templates()
-    reference = reference_costs(templates)  # before any server starts
     run_id = uuid.uuid4().hex[:6]
     readings: dict[tuple[str, int], list[Reading]] = {}
-    acked: dict[str, list[str]] = {"ours": [], "baseline": [], "floor": []}
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-receiver-")))
-        servers = [
-            stack.enter_context(serve("ours", "webhooks:create_app()", workdir)),
-            stack.enter_context(serve("baseline", "bench.baseline_app:create_app()", workdir)),
-            stack.enter_context(serve("floor", "bench.floor_app:create_app()", workdir)),
-        ]
-        for server in servers:  # both apps imported, pools opened, caches warm
-            phase = drive(
-                server.port, build_batch(templates, f"{run_id}w{server.name[0]}", 2000, 8, server.port), warmup
-            )
+        servers = [stack.enter_context(serve(name, app, workdir)) for name, app in WEB_APPS.items()]
+        if with_peer:
+            servers.append(stack.enter_context(serve_peer(workdir, templates)))
+        acked: dict[str, list[str]] = {s.name: [] for s in servers}
+        # Apps imported, caches and node's JIT warm, and every pool grown to what
+        # the top concurrency asks of it, before anything is measured.
+        for i, server in enumerate(servers):
+            batch = build_batch(templates, f"{run_id}w{i}", int(MAX_RATE * warmup), max(concurrencies), server.port)
+            phase = drive(server.port, batch, warmup)
             if phase.acks == 0:
                 msg = f"{server.name} acked nothing in the warm-up (log: {server.log})"
                 raise SystemExit(msg)
@@ -217,102 +256,183 @@ def run(rounds: int, seconds: float, concurrencies: Sequence[int], warmup: float
         for rnd in range(rounds):
             for c in concurrencies:
                 for server in servers if rnd % 2 == 0 else servers[::-1]:
-                    tag = f"{run_id}{server.name[0]}{rnd}c{c}x"
+                    tag = f"{run_id}{servers.index(server)}r{rnd}c{c}x"
                     phase = measure(server, templates, c, seconds, tag)
                     acked[server.name].extend(phase.acked_ids)
                     r = reading(server, c, phase)
                     readings.setdefault((server.name, c), []).append(r)
                     print(
-                        f"round {rnd + 1} c={c:<2} {server.name:<8} {r.acks_per_s:7.0f} acks/s"
+                        f"round {rnd + 1} c={c:<2} {server.name:<18} {r.acks_per_s:7.0f} acks/s"
                         f"  p99 {r.p99_ms:6.2f} ms  cpu/ack {r.cpu_ms_per_ack:5.2f} ms  errors {r.errors}",
                         flush=True,
                     )
-        checks = {
-            s.name: {"acked": len(acked[s.name]), "stored": stored(s, acked[s.name]), "queued": queued(s)}
-            for s in servers
-            if s.name != "floor"  # stores nothing, by design
+        checks = {s.name: check(s, acked[s.name], templates) for s in servers if s.name != "floor"}
+    return {
+        "readings": {key: medians(rs) for key, rs in readings.items()},
+        "rounds": readings,
+        "checks": checks,
+    }
+
+
+def check(server: Server, acked: Sequence[str], templates: Sequence[str]) -> dict[str, Any]:
+    """What became of the acked events: stored (and queued), or for the peer its objects in its tables."""
+    if server.peer is not None:
+        found, expected = server.peer.present(peer.objects_of(templates))
+        return {
+            "acked": len(acked),
+            "objects": found,
+            "objects_expected": expected,
+            "stripe_calls": server.peer.stripe_calls(),
         }
-    return {"readings": {key: medians(rs) for key, rs in readings.items()}, "checks": checks, "reference": reference}
+    result: dict[str, Any] = {"acked": len(acked), "stored": stored(server, acked)}
+    if server.name in QUEUES:
+        # ours sends from a thread after the answer: give it a moment to catch up.
+        common.wait_until(lambda: queued(server) >= len(acked), timeout=10)
+        result["queued"] = queued(server)
+    return result
 
 
-def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.Namespace) -> bool:
+# --- the report -----------------------------------------------------------------------------
+
+
+def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.Namespace, skipped: str) -> bool:
     table: dict[tuple[str, int], Reading] = result["readings"]
+    names = [n for n in (*WEB_APPS, PEER) if (n, concurrencies[0]) in table]
     rows = []
     for c in concurrencies:
-        ours, base, floor = table[("ours", c)], table[("baseline", c)], table[("floor", c)]
-        rows.append(
-            [
-                c,
-                f"{ours.acks_per_s:.0f}",
-                f"{base.acks_per_s:.0f}",
-                f"{ours.acks_per_s / base.acks_per_s:.2f}x",
-                f"{ours.p50_ms:.2f} / {ours.p95_ms:.2f} / {ours.p99_ms:.2f}",
-                f"{base.p50_ms:.2f} / {base.p95_ms:.2f} / {base.p99_ms:.2f}",
-                cpu_cell(ours),
-                cpu_cell(base),
-                f"{floor.cpu_ms['server']:.2f} ({floor.acks_per_s:.0f}/s)",
-            ]
-        )
+        floor = table[("floor", c)]
+        for name in names:
+            r = table[(name, c)]
+            rows.append(
+                [
+                    c,
+                    name,
+                    f"{r.acks_per_s:.0f}",
+                    f"{r.p50_ms:.2f} / {r.p95_ms:.2f} / {r.p99_ms:.2f}",
+                    cpu_cell(r),
+                    f"{r.cpu_ms_per_ack / floor.cpu_ms_per_ack:.2f}x",
+                    r.errors,
+                ]
+            )
     common.print_table(
-        f"Receiver: ours vs Stripe's in-request handler (median of {args.rounds} rounds, {args.seconds:g} s each)",
+        f"Receiver (median of {args.rounds} rounds, {args.seconds:g} s each)",
         [
             "concurrency",
-            "ours acks/s",
-            "baseline acks/s",
-            "ratio",
-            "ours p50/p95/p99 ms",
-            "baseline p50/p95/p99 ms",
-            "ours CPU ms/ack (web+pg+redis)",
-            "baseline CPU ms/ack (web+pg+redis)",
-            "floor CPU ms/ack (empty Flask handler)",
+            "server",
+            "acks/s",
+            "p50 / p95 / p99 ms",
+            "CPU ms/ack (server + pg + redis)",
+            "CPU / the floor's",
+            "errors",
         ],
         rows,
+    )
+    others = [n for n in ("minimal", PEER, "baseline") if n in names]
+    common.print_table(
+        "Ours against each, same run (ratio ours / theirs: acks/s higher is better, p99 and CPU lower is better)",
+        ["concurrency", *(f"vs {n}: acks/s, p99, CPU" for n in others)],
+        [
+            [
+                c,
+                *(
+                    " / ".join(
+                        f"{a / b:.2f}x"
+                        for a, b in (
+                            (table[("ours", c)].acks_per_s, table[(n, c)].acks_per_s),
+                            (table[("ours", c)].p99_ms, table[(n, c)].p99_ms),
+                            (table[("ours", c)].cpu_ms_per_ack, table[(n, c)].cpu_ms_per_ack),
+                        )
+                    )
+                    for n in others
+                ),
+            ]
+            for c in concurrencies
+        ],
     )
     checks = result["checks"]
     common.print_table(
         "Every acked event is stored",
-        ["server", "acked (200)", "stored", "queued for the worker", "lost"],
+        ["server", "acked (200)", "stored", "queued for a worker", "lost"],
         [
             [
                 name,
                 c["acked"],
                 c["stored"],
-                c["queued"] if name == "ours" else "n/a (does not queue)",
+                c.get("queued", "n/a (does not queue)"),
                 c["acked"] - c["stored"],
             ]
             for name, c in checks.items()
+            if name in STORES_EVENTS
         ],
     )
-    print_reference(result["reference"])
+    lost = sum(c["acked"] - c["stored"] for name, c in checks.items() if name in STORES_EVENTS)
+    unqueued = sum(c["acked"] - c["queued"] for name, c in checks.items() if name in QUEUES)
+    missing_objects = 0
+    if PEER in checks:
+        c = checks[PEER]
+        missing_objects = c["objects_expected"] - c["objects"]
+        calls = ", ".join(f"{k} {v}" for k, v in sorted(c["stripe_calls"].items())) or "none"
+        print(
+            f"\n{PEER} {peer.version()} (applies in the request, keeps objects, not events): acked {c['acked']},"
+            f" objects of the acked events in its tables {c['objects']} of {c['objects_expected']};"
+            f" its calls to the Stripe stand-in: {calls}"
+        )
     top, one = max(concurrencies), min(concurrencies)
-    targets = [
-        common.Target(
-            f"acks/s at c={top}, ours / baseline",
-            table[("ours", top)].acks_per_s / table[("baseline", top)].acks_per_s,
-            TARGET_RATIO,
+    peer_reading = table.get((PEER, top))
+    each: dict[tuple[str, int], list[Reading]] = result["rounds"]
+
+    def per_round(figure: str, c: int, other: str) -> tuple[float, ...]:
+        pairs = zip(each[("ours", c)], each.get((other, c), []), strict=False)
+        return tuple(getattr(a, figure) / getattr(b, figure) for a, b in pairs if getattr(b, figure))
+
+    ratios = [
+        common.Ratio(
+            f"acks/s at c={top}, ours / {PEER}",
+            table[("ours", top)].acks_per_s,
+            None if peer_reading is None else peer_reading.acks_per_s,
+            TARGET_VS_PEER,
             ">=",
+            per_round=per_round("acks_per_s", top, PEER),
         ),
-        common.Target(f"ours p99 at c={one} (ms)", table[("ours", one)].p99_ms, TARGET_P99_MS, "<="),
-        # Under load, where CPU per ack decides capacity; at c=1 nothing is
-        # shared (no grouped commits, a thread hand-off per request), see the table.
-        common.Target(f"ours CPU per ack at c={top} (ms)", table[("ours", top)].cpu_ms_per_ack, TARGET_CPU_MS, "<="),
-        common.Target(
-            "acked events missing from the database", sum(c["acked"] - c["stored"] for c in checks.values()), 0, "<="
+        common.Ratio(
+            f"acks/s at c={top}, ours / minimal durable receiver",
+            table[("ours", top)].acks_per_s,
+            table[("minimal", top)].acks_per_s,
+            TARGET_VS_MINIMAL,
+            ">=",
+            per_round=per_round("acks_per_s", top, "minimal"),
+        ),
+        common.Ratio(
+            f"p99 at c={one}, ours / minimal durable receiver",
+            table[("ours", one)].p99_ms,
+            table[("minimal", one)].p99_ms,
+            TARGET_P99_VS_MINIMAL,
+            "<=",
+            " ms",
+            per_round=per_round("p99_ms", one, "minimal"),
         ),
     ]
-    met = common.print_targets(targets)
+    met = common.print_ratios(ratios)
+    intact = lost == 0 and unqueued <= 0 and missing_objects == 0
+    print(
+        f"\nEvery acked event stored{', queued' if QUEUES else ''} (and applied, for {PEER}):"
+        f" {'yes' if intact else 'NO'} (lost {lost}, not queued {max(unqueued, 0)}, objects missing {missing_objects})"
+    )
+    if skipped:
+        print(f"\n{PEER} not measured: {skipped}")
     path = common.record(
         "receiver",
         {
             "args": vars(args),
+            "peer": {"package": peer.PACKAGE, "version": peer.version(), "skipped": skipped or None},
             "readings": [vars(r) | {"cpu_ms_per_ack": r.cpu_ms_per_ack} for r in table.values()],
             "checks": checks,
-            "reference_us": result["reference"],
-            "targets": [vars(t) | {"met": t.met} for t in targets],
+            "targets": [vars(r) | {"ratio": r.ratio, "met": r.met} for r in ratios],
+            "intact": intact,
         },
     )
     print(f"\nrecorded in {path.relative_to(common.ROOT)}")
-    return met
+    return met and intact
 
 
 def cpu_cell(r: Reading) -> str:
@@ -328,12 +448,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds, alternating the servers (default 5)")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per phase (default 3)")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="default 1,8,32")
+    parser.add_argument("--no-peer", action="store_true", help=f"do not measure {PEER}")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds = 1, 1.5
     concurrencies = sorted({int(c) for c in args.concurrency.split(",")})
-    result = run(args.rounds, args.seconds, concurrencies, warmup=1.0 if args.quick else 2.0)
-    return 0 if report(result, concurrencies, args) else 1
+    skipped = "--no-peer" if args.no_peer else (peer.unavailable() or "")
+    if skipped:
+        print(f"{PEER} is not measured: {skipped}", flush=True)
+    result = run(args.rounds, args.seconds, concurrencies, warmup=1.0 if args.quick else 3.0, with_peer=not skipped)
+    return 0 if report(result, concurrencies, args, skipped) else 1
 
 
 if __name__ == "__main__":

@@ -49,8 +49,8 @@ from bench.common import (
     stop,
     wait_until,
 )
-from reconciler.stripe_api import DEFAULT_MAX_RPS, PAGE_SIZE
 from stripesim.control import SimControl
+from subsync.stripe_api import DEFAULT_MAX_RPS, PAGE_SIZE
 
 SIM_KEY = "sk_test_bench"
 FULL = 100_000
