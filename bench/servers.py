@@ -150,8 +150,8 @@ def serve(candidate: Candidate, app: str, database_url: str, workdir: Path, kind
     env = common.bench_env(database_url, **(settings | candidate.env))
     log = workdir / f"{candidate.name}-{kind}.log"
     proc = common.start(candidate.argv(app, port), env, log=log)
-    server = receiver.Server(candidate.name, database_url, env, port, proc, log)
-    server.meters = {"server": common.CpuMeter(server.pids)}
+    server = receiver.Server(candidate.name, database_url, port, log, env=env)
+    server.meters = {"server": common.CpuMeter(lambda: common.process_tree(proc.pid))}
     if kind != "floor":  # the floor stores nothing
         server.meters["postgres"] = common.CpuMeter(lambda: common.postgres_pids(database_url))
         server.meters["redis"] = common.CpuMeter(lambda: common.redis_pids(env["REDIS_URL"]))
