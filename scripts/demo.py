@@ -1,12 +1,15 @@
 """`make demo`: the whole product on the local Stripe simulator, then a table.
 
 Starts the simulator and the Procfile's release, web, worker and scheduler,
-tells a three-month story for 30 customers through Stripe's side only
-(sign-ups, trials, renewals, a failed payment that recovers, dunning that
-ends suspended with an owed amount, cancellations, a one-off checkout, a
-webhook lost on the way), lets the nightly reconciliation repair what was
-lost, prints every subscription and the ledger, checks them against the
-simulator's truth, and stops everything it started.
+tells a three-month story for 31 customers through Stripe's side only
+(sign-ups, trials, products granting features, a subscription of two
+items, a connected account's customer, renewals, a failed payment that
+recovers, dunning that ends suspended with an owed amount, a refund, a
+lost chargeback, cancellations, a one-off checkout, a suspended customer
+reactivated, a webhook lost on the way), lets the nightly reconciliation
+repair what was lost, prints every subscription, the ledger and what the
+application's gating query answers, checks them against the simulator's
+truth, and stops everything it started.
 
 The simulator's clock starts 80 days in the past and the story ends at the
 real now (access depends on the wall clock), between two renewals.
@@ -15,6 +18,7 @@ real now (access depends on the wall clock), between two renewals.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -84,7 +88,7 @@ class Processes:
     def stop_all(self) -> None:
         """TERM every process group, wait until each group is empty, KILL what lingers.
 
-        Waiting on the shell is not enough: it dies at once while gunicorn and
+        Waiting on the shell is not enough: it dies at once while granian and
         dramatiq are still shutting down gracefully.
         """
         for _, proc in reversed(self.running):
@@ -157,12 +161,20 @@ def drained(conn: psycopg.Connection, sim: SimControl) -> bool:
     return row["n"] == 0
 
 
-def story(sim: SimControl, conn: psycopg.Connection) -> dict[str, str]:
-    """Drive Stripe's side. Returns the roles of a few subscriptions worth pointing at."""
-    roles: dict[str, str] = {}
+def latest_invoice(sim: SimControl, subscription: str) -> str:
+    [sub] = [s for s in sim.truth(["subscriptions"])["subscriptions"] if s["id"] == subscription]
+    return str(sub["latest_invoice"])
+
+
+def sign_ups(sim: SimControl, roles: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Day 0: the catalogue's features, 30 customers on the platform, one on a connected account."""
+    say("day 0: Premium grants 12 features (Stripe Entitlements), Priority Support one more")
+    for n in range(1, 13):
+        sim.attach_feature("prod_premium", sim.create_feature(f"premium-{n:02d}", f"Premium feature {n}")["id"])
+    sim.attach_feature("prod_addon", sim.create_feature("priority-support", "Priority support")["id"])
+    say("day 0: 30 customers sign up for the Premium Plan (29.99 a month): 24 monthly, 4 on a 14-day trial, 2 yearly")
     subs: list[str] = []
     customer_of: dict[str, str] = {}
-    say("day 0: 30 customers sign up for the Premium Plan (29.99 a month): 24 monthly, 4 on a 14-day trial, 2 yearly")
     for i in range(30):
         customer = sim.create_customer(email=f"customer{i:02d}@example.com", name=f"Customer {i:02d}")
         kwargs: dict[str, object] = {}
@@ -170,10 +182,24 @@ def story(sim: SimControl, conn: psycopg.Connection) -> dict[str, str]:
             kwargs["trial_days"] = 14
         if i >= 28:
             kwargs["price"] = "price_premium_yearly"
+        if i == 9:  # with Priority Support as a second item
+            kwargs["items"] = [{"price": "price_premium_monthly"}, {"price": "price_addon_monthly"}]
         subscription = sim.create_subscription(customer["id"], **kwargs)["id"]
         subs.append(subscription)
         customer_of[subscription] = customer["id"]
         sim.advance(60)
+    roles[subs[9]] = "two items: Premium and Priority Support"
+    say("day 0: a connected account (Connect) signs up a customer of its own")
+    account = sim.create_account(business_name="Acme Studio")["id"]
+    connected = sim.create_customer(email="studio-client@example.com", name="Studio Client", account=account)
+    roles[sim.create_subscription(connected["id"], account=account)["id"]] = f"on connected account {account}"
+    return subs, customer_of
+
+
+def story(sim: SimControl, conn: psycopg.Connection, procs: Processes) -> dict[str, str]:
+    """Drive Stripe's side. Returns the roles of a few subscriptions worth pointing at."""
+    roles: dict[str, str] = {}
+    subs, customer_of = sign_ups(sim, roles)
 
     one_off = sim.create_checkout_session(customer=customer_of[subs[5]], mode="payment", amount_total=4900)
     sim.complete_checkout_session(one_off["id"])
@@ -193,6 +219,11 @@ def story(sim: SimControl, conn: psycopg.Connection) -> dict[str, str]:
     say("month 1: renewals, one retry that succeeds, dunning begins for three customers")
     sim.advance(32 * DAY)
     sim.pay_open_invoice(subs[1])
+    say("month 1: a refund of 10.00 made in the dashboard; a chargeback, lost")
+    roles[subs[10]] = "10.00 of a payment refunded"
+    sim.refund(latest_invoice(sim, subs[10]), amount=1000)
+    roles[subs[11]] = "a payment disputed, the dispute lost"
+    sim.close_dispute(sim.dispute(sim.charges(customer=customer_of[subs[11]])["data"][0]["id"])["id"], won=False)
     wait_until("month 1 to be applied", lambda: drained(conn, sim), 120)
 
     say("month 2: one customer cancels at once; dunning ends for two")
@@ -200,6 +231,8 @@ def story(sim: SimControl, conn: psycopg.Connection) -> dict[str, str]:
     sim.cancel(subs[7])
     sim.advance(30 * DAY)
     wait_until("month 2 to be applied", lambda: drained(conn, sim), 120)
+
+    reactivate(sim, conn, procs, subs[2], customer_of[subs[2]], roles=roles)
 
     say("month 3: a webhook is lost on the way (a customer turns off auto-renewal)")
     roles[subs[8]] = "webhook lost: repaired by the reconciliation"
@@ -213,11 +246,25 @@ def story(sim: SimControl, conn: psycopg.Connection) -> dict[str, str]:
     return roles
 
 
+def reactivate(
+    sim: SimControl, conn: psycopg.Connection, procs: Processes, old: str, customer: str, *, roles: dict[str, str]
+) -> None:
+    """Month 3: a suspended customer comes back with a new card, and pays the owed days on the new first invoice."""
+    say(f"month 3: a suspended customer comes back with a new card: subscriptions reactivate {old}")
+    sim.attach_new_card(customer)
+    print(procs.run(f"flask --app webhooks subscriptions reactivate {old}").rstrip())
+    done = json.loads(procs.run(f"flask --app webhooks subscriptions reactivate {old} --json"))
+    say(f"run again, it charges nothing more: {'an earlier run made them' if done['already'] else 'made again?!'}")
+    wait_until("the reactivation's first invoice to be applied", lambda: drained(conn, sim), 120)
+    roles[old] = "suspended, then reactivated: owed amount settled"
+    roles[done["new_subscription_id"]] = f"the reactivation of {old}: first invoice = period + owed days"
+
+
 def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> bool:
     rows = conn.execute(
         "SELECT s.*, c.email FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id ORDER BY c.email, s.id"
     ).fetchall()
-    truth = {s["id"]: parse_subscription(s) for s in sim.truth(["subscriptions"])["subscriptions"]}
+    truth = {s["id"]: parse_subscription(s) for s in sim.truth(["subscriptions"], account="all")["subscriptions"]}
     now = datetime.now(UTC)
     print()
     print(f"{'customer':<24} {'subscription':<22} {'status':<10} {'access':<10} {'period end':<17} {'owed':>7}  note")
@@ -253,6 +300,7 @@ def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> 
     print("access:  " + ", ".join(f"{a['access']} {a['n']}" for a in access))
     events = conn.execute("SELECT status, count(*) AS n FROM stripe_events GROUP BY status ORDER BY status").fetchall()
     print("events:  " + ", ".join(f"{e['status']} {e['n']}" for e in events))
+    gating(conn, [r["customer_id"] for r in rows if r["id"] in roles])
     missing = len(set(truth) - {r["id"] for r in rows})
     print()
     if mismatches or missing:
@@ -260,6 +308,22 @@ def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> 
         return False
     print(f"all {len(truth)} subscriptions equal Stripe's state (status, period end, cancel at period end, access)")
     return True
+
+
+def gating(conn: psycopg.Connection, customers: list[str]) -> None:
+    """The one query the application gates a feature on, for the customers of the story's roles."""
+    print()
+    print("the application asks: SELECT access, features, owed_amount FROM customer_access WHERE customer_id = $1")
+    asked = conn.execute(
+        "SELECT c.email, a.* FROM customer_access a LEFT JOIN customers c ON c.id = a.customer_id"
+        " WHERE a.customer_id = ANY(%s) ORDER BY c.email",
+        (customers,),
+    ).fetchall()
+    for row in asked:
+        keys = list(row["features"])
+        features = ", ".join(keys[:2]) + (f" and {len(keys) - 2} more" if len(keys) > 2 else "") or "no features"
+        who = (row["email"] or row["customer_id"])[:26]
+        print(f"  {who:<26} {row['access']:<10} owed {row['owed_amount'] / 100:>6.2f}  {features}")
 
 
 def main() -> int:
@@ -298,7 +362,7 @@ def main() -> int:
         sim = SimControl(f"http://127.0.0.1:{sim_port}", api_key=API_KEY)
         wait_until("the simulator", lambda: sim.now() > 0)
         with psycopg.connect(DATABASE_URL, autocommit=True, row_factory=dict_row) as conn:
-            roles = story(sim, conn)
+            roles = story(sim, conn, procs)
             say("the nightly reconciliation runs (here, now): flask --app webhooks reconcile run")
             print(procs.run("flask --app webhooks reconcile run").rstrip())
             wait_until("the repairs to settle", lambda: drained(conn, sim), 60)
