@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
-from helpers import GRACE, SECRET
+from helpers import GRACE, SECRET, apply, event_row, post_event
 from pipeline import drain, ledger_mismatches, receiver, worker
 from sim import DAY, SIM_KEY, api_for, running_simulator
 
@@ -25,6 +26,7 @@ from stripesim import BASIL, LEGACY
 from subsync import config, db
 from subsync.stripe_api import StripeApi
 from worker import app
+from worker.apply import apply_events
 
 MONEY = ("REFUNDED", "DISPUTED", "DISPUTE_WON", "DISPUTE_LOST")
 VERSIONS = pytest.mark.parametrize("version", [LEGACY, BASIL])
@@ -238,3 +240,43 @@ def test_the_reconciliation_adds_nothing_the_events_recorded(conn, broker):
         assert (report.refunds_scanned, report.disputes_scanned) == (1, 1)
         assert (report.ledger_refunds_added, report.ledger_disputes_added) == (0, 0)
         assert money_rows(conn) == before
+
+
+# --- without an API key, and a ledger made before refunds ------------------------------
+
+
+def test_a_refund_event_without_an_api_key_fails_and_is_applied_once_there_is_one(client, conn):
+    with running_simulator() as (sim, sim_url):
+        customer, sub, invoice = subscribed(sim, "keyless@example.com")
+        made = sim.refund(invoice, amount=250)
+        [event] = [e for e in sim.all_events() if e["type"] == "refund.created"]
+        post_event(client, event)
+        assert apply(event["id"]) == "failed"
+        row = event_row(conn, event["id"])
+        assert "STRIPE_API_KEY" in row["last_error"]
+        assert row["retry_at"] is not None
+        assert money_rows(conn) == {}
+        conn.execute("UPDATE stripe_events SET status = 'received' WHERE id = %s", (event["id"],))
+        [result] = apply_events(db.pool(), [event["id"]], grace=GRACE, api=api_for(sim_url))
+        assert result.status == "processed"
+        [fact] = money_rows(conn).values()
+        assert (fact["fact_key"], fact["amount"], fact["stripe_event_id"]) == (f"refund:{made['id']}", 250, event["id"])
+        assert whose(fact) == (customer, invoice, sub)  # the invoice is not ours: Stripe's names its subscription
+
+
+def test_a_ledger_made_before_refunds_takes_their_statuses_after_db_init(conn, database_url):
+    conn.execute("ALTER TABLE payments DROP CONSTRAINT payments_status_check")
+    conn.execute(
+        "ALTER TABLE payments ADD CONSTRAINT payments_status_check"
+        " CHECK (status IN ('COMPLETED', 'FAILED', 'EXPIRED', 'CANCELLED'))"
+    )
+    insert = "INSERT INTO payments (fact_key, amount, status, occurred_at) VALUES ('refund:re_1', 5, 'REFUNDED', now())"
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(insert)
+    db.apply_schema(database_url)
+    db.apply_schema(database_url)  # again: nothing to replace
+    conn.execute(insert)
+    definition = conn.execute(
+        "SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conname = 'payments_status_check'"
+    ).fetchone()["d"]
+    assert "DISPUTE_LOST" in definition
