@@ -147,7 +147,8 @@ CREATE TABLE IF NOT EXISTS payments (
     -- implied by Stripe's objects (source 'reconcile').
     stripe_event_id     text UNIQUE,
     -- ours: what makes the fact unique, e.g. 'invoice:in_1:completed',
-    -- 'invoice:in_1:failed:2', 'checkout:cs_1:expired'.
+    -- 'invoice:in_1:failed:2', 'checkout:cs_1:expired', 'refund:re_1',
+    -- 'dispute:du_1:opened', 'dispute:du_1:closed'.
     fact_key            text NOT NULL UNIQUE,
     customer_id         text,
     subscription_id     text,
@@ -155,7 +156,10 @@ CREATE TABLE IF NOT EXISTS payments (
     checkout_session_id text,
     amount              bigint NOT NULL,
     currency            text,
-    status              text NOT NULL CHECK (status IN ('COMPLETED', 'FAILED', 'EXPIRED', 'CANCELLED')),
+    status              text NOT NULL
+                        CONSTRAINT payments_status_check
+                        CHECK (status IN ('COMPLETED', 'FAILED', 'EXPIRED', 'CANCELLED',
+                                          'REFUNDED', 'DISPUTED', 'DISPUTE_WON', 'DISPUTE_LOST')),
     occurred_at         timestamptz NOT NULL,
     account             text,
     -- ours: who recorded it: 'webhook' (an event), 'reconcile' (source_id: the run).
@@ -168,6 +172,21 @@ ALTER TABLE payments ADD COLUMN IF NOT EXISTS source_id text;
 ALTER TABLE payments ALTER COLUMN stripe_event_id DROP NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_customer_idx ON payments (customer_id, occurred_at DESC);
 CREATE INDEX IF NOT EXISTS payments_subscription_idx ON payments (subscription_id);
+-- Databases made before refunds and disputes: the status's CHECK gains their
+-- statuses. Replaced only while it lacks them, so `db init` does not scan the
+-- ledger at every deploy.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint
+                WHERE conname = 'payments_status_check' AND conrelid = 'payments'::regclass
+                  AND pg_get_constraintdef(oid) NOT LIKE '%DISPUTE_LOST%') THEN
+        ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+        ALTER TABLE payments ADD CONSTRAINT payments_status_check
+            CHECK (status IN ('COMPLETED', 'FAILED', 'EXPIRED', 'CANCELLED',
+                              'REFUNDED', 'DISPUTED', 'DISPUTE_WON', 'DISPUTE_LOST'));
+    END IF;
+END
+$$;
 
 -- The audit trail of every change to a subscription row.
 CREATE TABLE IF NOT EXISTS subscription_changes (
@@ -244,6 +263,10 @@ ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS entitlements_scanned in
 ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS entitlements_drifted integer NOT NULL DEFAULT 0;
 ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS entitlements_fixed integer NOT NULL DEFAULT 0;
 ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS entitlements_skipped integer NOT NULL DEFAULT 0;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS refunds_scanned integer NOT NULL DEFAULT 0;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS ledger_refunds_added integer NOT NULL DEFAULT 0;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS disputes_scanned integer NOT NULL DEFAULT 0;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS ledger_disputes_added integer NOT NULL DEFAULT 0;
 
 -- Ours: customers, from customer.* events.
 CREATE TABLE IF NOT EXISTS customers (

@@ -1,4 +1,4 @@
-"""The full reconciliation: Stripe's subscriptions, invoices and entitlements against ours, drift repaired.
+"""The full reconciliation: Stripe's subscriptions, invoices, entitlements, refunds and disputes against ours.
 
 For each account covered (the platform's own, and every connected account
 we hold anything of, each listed on its own account):
@@ -17,6 +17,8 @@ we hold anything of, each listed on its own account):
    `invoice.paid` lost, even one older than Stripe's 30 days of events,
    still reaches the ledger.
 3. entitlements: each customer's active entitlements (reconciler/entitlements.py).
+4. refunds and disputes: those created in the last 35 days, the ledger rows
+   they imply and the ledger lacks added (reconciler/money.py).
 
 Repairs go through the worker's own paths (`apply_subscription_snapshots`,
 `subsync.invoice_effects.apply_invoice`): access, owed amount, the audit trail (source
@@ -40,6 +42,7 @@ from psycopg_pool import ConnectionPool
 
 from reconciler import accounts
 from reconciler.entitlements import reconcile_entitlements
+from reconciler.money import reconcile_reversals
 from reconciler.readahead import read_ahead
 from reconciler.report import MAX_LISTED, AccountRun, Figures, Report, note_verdict
 from subsync import drift, logs
@@ -166,11 +169,13 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
 
 # The passes over one account's objects, in this order: subscriptions first,
 # so that an invoice's subscription is ours before the invoice is compared,
-# and every customer with a subscription is known to the entitlements pass.
+# and every customer with a subscription is known to the entitlements pass;
+# refunds and disputes last, when the invoices they name are ours to read.
 PASSES: tuple[Callable[[AccountRun, StripeApi], None], ...] = (
     _reconcile_subscriptions,
     _reconcile_invoices,
     reconcile_entitlements,
+    reconcile_reversals,
 )
 
 

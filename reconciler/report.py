@@ -1,6 +1,6 @@
 """What a reconciliation run found and did: each account's figures, the run's report, what every pass shares.
 
-A pass (subscriptions, invoices, entitlements) reads one account's objects from
+A pass (subscriptions, invoices, entitlements, refunds and disputes) reads one account's objects from
 Stripe, compares them with ours, repairs, and counts into that account's
 `Figures`; the run adds every account's into the report's totals, which
 are the columns of `reconciliation_runs`.
@@ -43,6 +43,10 @@ class Figures:
     entitlements_drifted: int = 0
     entitlements_fixed: int = 0
     entitlements_skipped: int = 0  # customers not asked about: their account has no feature at all
+    refunds_scanned: int = 0  # refunds Stripe listed as created in the window
+    ledger_refunds_added: int = 0  # succeeded refunds the ledger lacked, recorded
+    disputes_scanned: int = 0
+    ledger_disputes_added: int = 0  # dispute openings and outcomes the ledger lacked, recorded
 
 
 FIGURES = tuple(f.name for f in dataclasses.fields(Figures))

@@ -12,12 +12,14 @@ __all__ = [
     "CHECKOUT_EVENTS",
     "CUSTOMER_DELETED",
     "CUSTOMER_EVENTS",
+    "DISPUTE_EVENTS",
     "ENTITLEMENT_EVENTS",
     "ENTITLEMENT_SUMMARY_UPDATED",
     "HANDLED_EVENTS",
     "INVOICE_EVENTS",
     "INVOICE_UPCOMING",
     "PREVIEW_EVENTS",
+    "REFUND_EVENTS",
     "SUBSCRIPTION_DELETED",
     "SUBSCRIPTION_EVENTS",
     "Kind",
@@ -25,7 +27,7 @@ __all__ = [
     "kind_of",
 ]
 
-Kind = Literal["subscription", "invoice", "checkout", "customer", "entitlements"]
+Kind = Literal["subscription", "invoice", "checkout", "customer", "entitlements", "refund", "dispute"]
 
 SUBSCRIPTION_DELETED = "customer.subscription.deleted"
 SUBSCRIPTION_EVENTS: frozenset[str] = frozenset(
@@ -78,8 +80,27 @@ CUSTOMER_EVENTS: frozenset[str] = frozenset({"customer.created", "customer.updat
 ENTITLEMENT_SUMMARY_UPDATED = "entitlements.active_entitlement_summary.updated"
 ENTITLEMENT_EVENTS: frozenset[str] = frozenset({ENTITLEMENT_SUMMARY_UPDATED})
 
+# Money given back: a refund (a charge's `charge.refunded`, whose refunds
+# are listed from the API; the refund's own events, `refund.*` from
+# 2024-10-28.acacia on, `charge.refund.updated` before). `refund.failed`
+# states no fact: a failed refund gave nothing back.
+REFUND_EVENTS: frozenset[str] = frozenset(
+    {"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"}
+)
+# Money at stake: a chargeback opened (`created`; `funds_withdrawn` too, which
+# is how an inquiry that escalates shows), and its outcome (`closed`).
+DISPUTE_EVENTS: frozenset[str] = frozenset(
+    {"charge.dispute.created", "charge.dispute.funds_withdrawn", "charge.dispute.closed"}
+)
+
 HANDLED_EVENTS: frozenset[str] = (
-    SUBSCRIPTION_EVENTS | INVOICE_EVENTS | CHECKOUT_EVENTS | CUSTOMER_EVENTS | ENTITLEMENT_EVENTS
+    SUBSCRIPTION_EVENTS
+    | INVOICE_EVENTS
+    | CHECKOUT_EVENTS
+    | CUSTOMER_EVENTS
+    | ENTITLEMENT_EVENTS
+    | REFUND_EVENTS
+    | DISPUTE_EVENTS
 )
 
 _KINDS: dict[str, Kind] = {
@@ -88,6 +109,8 @@ _KINDS: dict[str, Kind] = {
     **dict.fromkeys(CHECKOUT_EVENTS, "checkout"),
     **dict.fromkeys(CUSTOMER_EVENTS, "customer"),
     **dict.fromkeys(ENTITLEMENT_EVENTS, "entitlements"),
+    **dict.fromkeys(REFUND_EVENTS, "refund"),
+    **dict.fromkeys(DISPUTE_EVENTS, "dispute"),
 }
 
 

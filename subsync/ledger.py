@@ -15,6 +15,9 @@ the order or number of deliveries:
     customer.subscription.deleted                CANCELLED  subscription:{id}:cancelled  0
 
 `{n}` is the invoice's `attempt_count`: each failed attempt is its own fact.
+Refunds and disputes (REFUNDED, DISPUTED, DISPUTE_WON, DISPUTE_LOST) are
+facts of the same table, stated by subsync.reversals: their objects name only
+a charge, and whose payment it was is fetched before they are applied.
 
 occurred_at, chosen so that both events of one fact give the same time when
 Stripe says when it happened, whichever row wins the insert:
@@ -41,7 +44,9 @@ from subsync.stripe_objects import (
 
 __all__ = ["LedgerStatus", "PaymentFact", "facts_implied_by_invoice", "ledger_fact"]
 
-LedgerStatus = Literal["COMPLETED", "FAILED", "EXPIRED", "CANCELLED"]
+LedgerStatus = Literal[
+    "COMPLETED", "FAILED", "EXPIRED", "CANCELLED", "REFUNDED", "DISPUTED", "DISPUTE_WON", "DISPUTE_LOST"
+]
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,10 @@ RECONCILE_FIGURES = (
     "entitlements_drifted",
     "entitlements_fixed",
     "entitlements_skipped",
+    "refunds_scanned",
+    "ledger_refunds_added",
+    "disputes_scanned",
+    "ledger_disputes_added",
 )
 RECONCILE_STATUSES = ("running", "succeeded", "failed")
 

@@ -151,6 +151,19 @@ class StripeApi:
         """The invoices (of `account`) created since `created_gte`, newest first, a page at a time."""
         return self.list_pages("/v1/invoices", account=account, created={"gte": created_gte})
 
+    def refund_pages(self, *, created_gte: int, account: str | None = None) -> Iterator[list[Snapshot]]:
+        """The refunds (of `account`) created since `created_gte`, newest first, a page at a time."""
+        return self.list_pages("/v1/refunds", account=account, created={"gte": created_gte})
+
+    def dispute_pages(self, *, created_gte: int, account: str | None = None) -> Iterator[list[Snapshot]]:
+        """The disputes (of `account`) created since `created_gte`, newest first, a page at a time."""
+        return self.list_pages("/v1/disputes", account=account, created={"gte": created_gte})
+
+    def charge_refunds(self, charge_id: str, *, account: str | None = None) -> list[dict[str, Any]]:
+        """Every refund of a charge (`GET /v1/refunds?charge=`), to the end."""
+        pages = self.list_pages("/v1/refunds", account=account, charge=charge_id)
+        return [snapshot.data for page in pages for snapshot in page]
+
     def event_pages(self, *, created_gte: int | None = None, account: str | None = None) -> Iterator[list[Snapshot]]:
         """Stripe's events (of `account`) newest first (it keeps 30 days of them), a page at a time."""
         params = {} if created_gte is None else {"created": {"gte": created_gte}}

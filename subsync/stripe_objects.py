@@ -31,20 +31,26 @@ from typing import Any
 from subsync.logs import Loggable
 
 __all__ = [
+    "ChargeSnapshot",
     "CheckoutSnapshot",
     "CustomerSnapshot",
+    "DisputeSnapshot",
     "Entitlement",
     "EntitlementSummary",
     "InvoiceSnapshot",
     "ItemSnapshot",
     "MalformedObject",
+    "RefundSnapshot",
     "SubscriptionSnapshot",
     "entitlement_set",
     "parse_active_entitlement",
+    "parse_charge",
     "parse_checkout_session",
     "parse_customer",
+    "parse_dispute",
     "parse_entitlement_summary",
     "parse_invoice",
+    "parse_refund",
     "parse_subscription",
     "previous_entitlements",
     "summary_customer_id",
@@ -320,6 +326,84 @@ def parse_customer(obj: Mapping[str, Any], *, deleted: bool = False, account: st
         metadata=dict(obj.get("metadata") or {}),
         deleted=deleted or obj.get("deleted") is True,
         account=account,
+    )
+
+
+@dataclass(frozen=True)
+class ChargeSnapshot:
+    """The parts of a charge that say whose payment it was.
+
+    `invoice_named`: the shape has an `invoice` field (before basil); from
+    basil on a charge does not say its invoice, its payment intent's
+    InvoicePayment does. `refunds`: the charge's refunds when the object
+    carries the whole list (before 2022-11-15, or with `expand[]=refunds`
+    and no `has_more`), else None.
+    """
+
+    id: str
+    customer_id: str | None
+    payment_intent_id: str | None
+    invoice_id: str | None
+    invoice_named: bool
+    currency: str | None
+    refunds: tuple[Mapping[str, Any], ...] | None
+
+
+@dataclass(frozen=True)
+class RefundSnapshot:
+    id: str
+    charge_id: str | None
+    amount: int
+    currency: str | None
+    status: str | None
+    created: datetime | None
+
+
+@dataclass(frozen=True)
+class DisputeSnapshot:
+    id: str
+    charge_id: str | None
+    amount: int
+    currency: str | None
+    status: str | None
+    created: datetime | None
+
+
+def parse_charge(obj: Mapping[str, Any]) -> ChargeSnapshot:
+    listed = obj.get("refunds") if isinstance(obj, Mapping) else None
+    refunds = None
+    if isinstance(listed, Mapping) and isinstance(listed.get("data"), list) and listed.get("has_more") is not True:
+        refunds = tuple(_list_data(listed))
+    return ChargeSnapshot(
+        id=_required(obj, "id", "charge"),
+        customer_id=_ref_id(obj.get("customer")),
+        payment_intent_id=_ref_id(obj.get("payment_intent")),
+        invoice_id=_ref_id(obj.get("invoice")),
+        invoice_named="invoice" in obj,
+        currency=obj.get("currency"),
+        refunds=refunds,
+    )
+
+
+def parse_refund(obj: Mapping[str, Any]) -> RefundSnapshot:
+    return RefundSnapshot(
+        id=_required(obj, "id", "refund"),
+        charge_id=_ref_id(obj.get("charge")),
+        amount=_integer(obj, "amount", "refund"),
+        currency=obj.get("currency"),
+        status=obj.get("status"),
+        created=ts(obj.get("created")),
+    )
+
+
+def parse_dispute(obj: Mapping[str, Any]) -> DisputeSnapshot:
+    return DisputeSnapshot(
+        id=_required(obj, "id", "dispute"),
+        charge_id=_ref_id(obj.get("charge")),
+        amount=_integer(obj, "amount", "dispute"),
+        currency=obj.get("currency"),
+        status=obj.get("status"),
+        created=ts(obj.get("created")),
     )
 
 

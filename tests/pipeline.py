@@ -20,7 +20,8 @@ from subsync.access import access_for
 from subsync.broker import make_broker
 from subsync.ledger import ledger_fact
 from subsync.queue import EventQueue
-from subsync.stripe_objects import parse_subscription, ts
+from subsync.reversals import PaymentLinks, dispute_closed_fact, dispute_opened_fact, refund_fact
+from subsync.stripe_objects import invoice_subscription_id, parse_subscription, ts
 from webhooks import create_app
 
 GRACE = timedelta(hours=72)
@@ -106,17 +107,77 @@ def subscription_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str
 
 
 def ledger_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
-    """The ledger against the facts in every event Stripe emitted: one row per fact, right amounts."""
-    expected: dict[str, tuple[str, int, str | None]] = {}
+    """The ledger against Stripe's facts: one row per fact, right amounts, and for refunds and disputes, whose.
+
+    Payments, failures, expiries, cancellations: the facts in every event
+    Stripe emitted. Refunds and disputes: the facts of every refund and
+    dispute Stripe holds (a `charge.refunded` does not say which refund it
+    is about), each naming the charge's customer, invoice and subscription.
+    """
+    expected: dict[str, tuple[Any, ...]] = {}
     for event in sim.all_events(account="all"):
         account = event.get("account")
         fact = ledger_fact(event["type"], event["data"]["object"], ts(event["created"]), account=account)
         if fact is not None:
             expected.setdefault(fact.fact_key, (fact.status, fact.amount, account))
-    rows = conn.execute("SELECT fact_key, status, amount, account FROM payments").fetchall()
-    ours = {r["fact_key"]: (r["status"], r["amount"], r["account"]) for r in rows}
+    expected.update(reversal_truth(sim))
+    rows = conn.execute(
+        "SELECT fact_key, status, amount, account, customer_id, invoice_id, subscription_id FROM payments"
+    ).fetchall()
+    ours: dict[str, tuple[Any, ...]] = {}
+    for r in rows:
+        whose = (r["customer_id"], r["invoice_id"], r["subscription_id"]) if r["status"] in MONEY_BACK else ()
+        ours[r["fact_key"]] = (r["status"], r["amount"], r["account"], *whose)
     problems = [f"{k}: ours {ours.get(k)}, expected {v}" for k, v in expected.items() if ours.get(k) != v]
     problems += [f"{k}: not a fact Stripe emitted" for k in ours.keys() - expected.keys()]
     if len(rows) != len(ours):
         problems.append("duplicate fact rows")
     return problems
+
+
+MONEY_BACK = frozenset({"REFUNDED", "DISPUTED", "DISPUTE_WON", "DISPUTE_LOST"})
+
+
+def listed(sim: Any, what: str, account: str | None) -> list[dict[str, Any]]:
+    """Every refund or dispute (`what`) of one account, from the simulator's own listing, to the end."""
+    out: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = getattr(sim, f"list_{what}")(limit=100, starting_after=after, account=account)
+        out += page["data"]
+        if not page["has_more"]:
+            return out
+        after = page["data"][-1]["id"]
+
+
+def charge_links(sim: Any, charge_id: str, account: str | None) -> PaymentLinks:
+    """Whose payment a charge was, as the simulator's objects say."""
+    charge = sim.get_charge(charge_id, account=account)
+    invoice_id = charge.get("invoice")
+    if "invoice" not in charge and charge.get("payment_intent"):
+        payments = sim.list_invoice_payments(payment_intent=charge["payment_intent"], account=account)["data"]
+        invoice_id = next((p["invoice"] for p in payments if p["status"] == "paid"), None)
+    subscription_id = None
+    if invoice_id is not None:
+        subscription_id = invoice_subscription_id(sim.get_invoice(invoice_id, account=account))
+    return PaymentLinks(charge.get("customer"), invoice_id, subscription_id)
+
+
+def reversal_truth(sim: Any) -> dict[str, tuple[Any, ...]]:
+    """The ledger's refund and dispute rows as the simulator's refunds and disputes imply them."""
+    expected: dict[str, tuple[Any, ...]] = {}
+    now = datetime.now(UTC)
+    for account in [None, *sim.settings()["connected_accounts"]]:
+        facts = []
+        for refund in listed(sim, "refunds", account):
+            links = charge_links(sim, refund["charge"], account)
+            facts.append(refund_fact(refund, links, account=account))
+        for dispute in listed(sim, "disputes", account):
+            links = charge_links(sim, dispute["charge"], account)
+            facts.append(dispute_opened_fact(dispute, links, account=account))
+            facts.append(dispute_closed_fact(dispute, links, now, account=account))
+        for fact in facts:
+            if fact is not None:
+                whose = (fact.customer_id, fact.invoice_id, fact.subscription_id)
+                expected[fact.fact_key] = (fact.status, fact.amount, account, *whose)
+    return expected

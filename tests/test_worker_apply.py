@@ -49,7 +49,7 @@ def test_applying_the_same_event_again_changes_nothing(client, conn):
 
 
 def test_a_type_we_do_not_handle_is_stored_and_ignored(client, conn):
-    event = make_event("charge.refund.updated", {"id": "re_1", "object": "refund"})
+    event = make_event("charge.dispute.updated", {"id": "du_1", "object": "dispute"})
     post_event(client, event)
     assert apply(event["id"]) == "ignored"
     assert event_row(conn, event["id"])["status"] == "ignored"

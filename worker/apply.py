@@ -110,7 +110,7 @@ def _prefetch(pool: ConnectionPool[Any], api: StripeApi | None, event_ids: list[
     fetched: dict[str, Fetched] = {}
     for event_id, text in texts.items():
         try:
-            fetched[event_id] = prefetch.event_to_apply(api, loads(text))
+            fetched[event_id] = prefetch.event_to_apply(api, loads(text), pool)
         except Exception as exc:  # noqa: BLE001 - charged to this event alone, in the transaction
             fetched[event_id] = exc
     return fetched

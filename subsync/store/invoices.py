@@ -30,6 +30,12 @@ def load_invoices(conn: psycopg.Connection[Any], invoice_ids: Sequence[str]) -> 
     return {row["id"]: InvoiceState.from_row(row) for row in rows}
 
 
+def subscriptions_of(conn: psycopg.Connection[Any], invoice_ids: Sequence[str]) -> dict[str, str | None]:
+    """The subscription of each of these invoices we hold (None: an invoice of no subscription)."""
+    rows = conn.execute("SELECT id, subscription_id FROM invoices WHERE id = ANY(%s)", (list(invoice_ids),)).fetchall()
+    return {row["id"]: row["subscription_id"] for row in rows}
+
+
 def unfinished_created_before(conn: psycopg.Connection[Any], cutoff: datetime, *, account: str | None) -> list[str]:
     """Ids of our `draft` and `open` invoices of `account` created before `cutoff` (or when unknown), by id."""
     rows = conn.execute(

@@ -43,6 +43,10 @@ RUN_FIGURES = (
     "entitlements_drifted",
     "entitlements_fixed",
     "entitlements_skipped",
+    "refunds_scanned",
+    "ledger_refunds_added",
+    "disputes_scanned",
+    "ledger_disputes_added",
 )
 
 

@@ -148,6 +148,9 @@ def test_subscription_deleted_is_cancelled_with_zero():
         "customer.subscription.updated",
         "customer.updated",
         "charge.succeeded",
+        # Refunds and disputes are facts of subsync.reversals (tests/unit/test_reversals.py).
+        "charge.refunded",
+        "charge.dispute.created",
     ],
 )
 def test_other_events_are_no_fact(event_type):
@@ -198,6 +201,12 @@ def test_real_payloads(name, expected_key):
         ("invoiceitem.created", None),
         ("invoice.deleted", None),
         ("charge.succeeded", None),
+        ("charge.refunded", "refund"),
+        ("refund.updated", "refund"),
+        ("charge.refund.updated", "refund"),
+        ("refund.failed", None),
+        ("charge.dispute.closed", "dispute"),
+        ("charge.dispute.updated", None),
     ],
 )
 def test_kind_of(event_type, kind):
@@ -207,4 +216,4 @@ def test_kind_of(event_type, kind):
 def test_only_upcoming_is_a_preview():
     assert is_preview("invoice.upcoming")
     assert [t for t in HANDLED_EVENTS if is_preview(t)] == ["invoice.upcoming"]
-    assert len(HANDLED_EVENTS) == 7 + 10 + 4 + 3 + 1
+    assert len(HANDLED_EVENTS) == 7 + 10 + 4 + 3 + 1 + 4 + 3

@@ -18,6 +18,7 @@ from worker.handlers.context import Context, Handler, context_for
 from worker.handlers.customers import handle_customer_event
 from worker.handlers.entitlements import handle_entitlements_event
 from worker.handlers.invoices import handle_invoice_event
+from worker.handlers.money import handle_money_event
 from worker.handlers.subscriptions import handle_subscription_event
 
 __all__ = ["HANDLERS", "Context", "Handler", "context_for", "handler_for", "lock_keys"]
@@ -28,6 +29,8 @@ HANDLERS: dict[event_types.Kind, Handler] = {
     "checkout": handle_checkout_event,
     "customer": handle_customer_event,
     "entitlements": handle_entitlements_event,
+    "refund": handle_money_event,
+    "dispute": handle_money_event,
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from subsync.reversals import PaymentLinks
 from subsync.store.events import Outcome
 from subsync.store.subscriptions import Source
 from subsync.stripe_objects import ts
@@ -29,7 +30,13 @@ class Context:
     fetched: bool = False
     # data.previous_attributes: what the event says changed, as it was before.
     previous: dict[str, Any] | None = None
+    # A refund's or dispute's charge: whose payment it was, fetched for the event.
+    links: PaymentLinks | None = None
 
+
+# Beside a refund's or dispute's object in the event to apply: whose payment
+# it was (worker.money fetches it before the transaction).
+PAYMENT_LINKS = "payment_links"
 
 Handler = Callable[[psycopg.Connection[Any], Context], Outcome]
 
@@ -50,6 +57,7 @@ def context_for(
         account=payload.get("account") if isinstance(payload.get("account"), str) else None,
         fetched=fetched,
         previous=_previous(payload["data"]),
+        links=PaymentLinks.from_json(payload.get(PAYMENT_LINKS)),
     )
 
 
