@@ -7,11 +7,14 @@ module builds anything from it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import stripe
@@ -154,3 +157,14 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def access_feed_example() -> ModuleType:
+    """docs/examples/access_feed.py, the documented access-feed reader, loaded as a module."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "access_feed.py"
+    spec = importlib.util.spec_from_file_location("access_feed", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

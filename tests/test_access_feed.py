@@ -6,22 +6,16 @@ an application would, against real PostgreSQL.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from helpers import GRACE, apply, make_event, post_event, subscription_obj, wait_for
-from processes import ROOT as ROOT_DIR
+from helpers import GRACE, access_feed_example, apply, make_event, post_event, subscription_obj, wait_for
 
 from reconciler import grace
 from subsync import db
 
-spec = importlib.util.spec_from_file_location("access_feed", ROOT_DIR / "docs" / "examples" / "access_feed.py")
-assert spec is not None
-assert spec.loader is not None
-access_feed = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(access_feed)
+access_feed = access_feed_example()
 
 
 class Listener:
