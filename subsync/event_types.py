@@ -15,6 +15,7 @@ __all__ = [
     "DISPUTE_EVENTS",
     "ENTITLEMENT_EVENTS",
     "ENTITLEMENT_SUMMARY_UPDATED",
+    "GENERATION_FAILURE_RESOLVED",
     "HANDLED_EVENTS",
     "INVOICE_EVENTS",
     "INVOICE_UPCOMING",
@@ -22,7 +23,9 @@ __all__ = [
     "REFUND_EVENTS",
     "SUBSCRIPTION_DELETED",
     "SUBSCRIPTION_EVENTS",
+    "THIN_PREFIX",
     "Kind",
+    "is_applied",
     "is_preview",
     "kind_of",
 ]
@@ -103,6 +106,11 @@ HANDLED_EVENTS: frozenset[str] = (
     | DISPUTE_EVENTS
 )
 
+# A thin event's type is its snapshot twin's behind this prefix (`v1.invoice.paid`).
+THIN_PREFIX = "v1."
+# Stripe's report of an event it failed to generate: applied as the event it names.
+GENERATION_FAILURE_RESOLVED = "v2.core.health.event_generation_failure.resolved"
+
 _KINDS: dict[str, Kind] = {
     **dict.fromkeys(SUBSCRIPTION_EVENTS, "subscription"),
     **dict.fromkeys(INVOICE_EVENTS, "invoice"),
@@ -127,3 +135,14 @@ def kind_of(event_type: str) -> Kind | None:
 def is_preview(event_type: str) -> bool:
     """True when the event's object is a forecast, not a stored object (nothing to write)."""
     return event_type in PREVIEW_EVENTS
+
+
+def is_applied(event_type: str) -> bool:
+    """True when the worker applies an event of this type: a handled snapshot type, its thin twin, or
+    Stripe's report of a lost event. The others are stored `ignored` as they arrive, never queued."""
+    if event_type == GENERATION_FAILURE_RESOLVED:
+        return True
+    if event_type.startswith(THIN_PREFIX):
+        twin = event_type.removeprefix(THIN_PREFIX)
+        return twin in HANDLED_EVENTS and not is_preview(twin)
+    return event_type in HANDLED_EVENTS

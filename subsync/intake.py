@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from subsync import db
+from subsync import db, event_types
 from subsync.envelope import EventHeader
 from subsync.store import events
 
@@ -42,7 +42,8 @@ def store_and_queue(
     """Commit the event row, then queue it. Raises psycopg errors: nothing stored.
 
     A deployment is in one mode (`livemode`): an event of the other one is
-    stored `ignored`, with the reason, and never queued.
+    stored `ignored`, with the reason, and never queued; so is an event of a
+    type the worker does not apply (subsync.event_types.is_applied).
 
     A duplicate of a failed event is reopened and queued again (a resend from
     Stripe's dashboard acts as a replay). Queuing happens after the commit so
@@ -61,14 +62,18 @@ def store_and_queue(
     """
 
     other_mode = header.livemode != livemode
-    ignored_because = other_mode_reason(header.livemode) if other_mode else None
+    reason = other_mode_reason(header.livemode) if other_mode else None
+    # Queuing an event only for the worker to ignore it would cost a message
+    # each way for nothing; a good share of a real account's events are types
+    # subsync does not apply.
+    ignored = other_mode or not event_types.is_applied(header.type)
 
     def store(conn: psycopg.Connection[Any]) -> tuple[list[str], bool]:
         conn.autocommit = True
         try:
-            if events.insert(conn, header, payload_json, ignored_because=ignored_because):
-                return ([] if other_mode else [header.id]), True
-            return ([] if other_mode else events.reopen_failed(conn, [header.id])), False
+            if events.insert(conn, header, payload_json, ignored=ignored, reason=reason):
+                return ([] if ignored else [header.id]), True
+            return ([] if ignored else events.reopen_failed(conn, [header.id])), False
         finally:
             if not conn.broken:
                 conn.autocommit = False

@@ -18,6 +18,7 @@ WEB_MAY_LOAD = {
     "subsync.config",
     "subsync.db",
     "subsync.envelope",
+    "subsync.event_types",
     "subsync.intake",
     "subsync.logs",
     "subsync.metrics",

@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 
 import pytest
-from helpers import DAY, GRACE, event_row, post_event
+from helpers import DAY, GRACE, event_row, post_event, queued_ids
 from sim import api_for, running_simulator
 
 from subsync import db
@@ -75,12 +75,20 @@ def test_a_thin_invoice_paid_records_the_payment(client, conn, stripe_sim):
     assert (payment["status"], payment["amount"]) == ("COMPLETED", 2999)
 
 
-def test_a_thin_event_of_a_type_we_do_not_handle_is_stored_and_ignored(client, conn, stripe_sim):
+def test_a_thin_event_of_a_type_we_do_not_handle_is_stored_and_ignored(client, conn, broker, stripe_sim):
     sim, api = stripe_sim
     account = sim.create_account()["id"]
     sim.deauthorize_account(account)
     thin = thin_twin(sim, "account.application.deauthorized", account)
     post_event(client, thin)
+    preview = {**thin_twin(sim, "account.application.deauthorized", account), "id": "evt_thin_upcoming"}
+    preview["type"] = "v1.invoice.upcoming"  # a forecast: nothing to fetch or store
+    post_event(client, preview)
+    for ignored in (thin, preview):
+        assert event_row(conn, ignored["id"])["status"] == "ignored"
+    assert queued_ids(broker) == []
+    # One stored by an earlier version, queued: the worker ignores it.
+    conn.execute("UPDATE stripe_events SET status = 'received' WHERE id = %s", (thin["id"],))
     assert apply(api, thin["id"]).status == "ignored"
 
 

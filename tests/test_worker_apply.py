@@ -7,15 +7,17 @@ delivery itself matters, run a real Dramatiq worker on the real Redis broker.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 
 import psycopg
 import pytest
-from helpers import GRACE, apply, count, event_row, make_event, post_event, subscription_obj, wait_for
+from helpers import GRACE, apply, count, event_row, make_event, post_event, queued_ids, subscription_obj, wait_for
 from stripe_fixtures import needs_fixtures, read
 
 from subsync import db
+from subsync.envelope import read_event
 from subsync.store import events
 from worker.apply import apply_events
 
@@ -48,9 +50,23 @@ def test_applying_the_same_event_again_changes_nothing(client, conn):
     assert event_row(conn, event["id"])["attempts"] == 1
 
 
-def test_a_type_we_do_not_handle_is_stored_and_ignored(client, conn):
+def test_a_type_we_do_not_handle_is_stored_ignored_as_it_arrives_and_never_queued(client, conn, broker):
     event = make_event("charge.dispute.updated", {"id": "du_1", "object": "dispute"})
-    post_event(client, event)
+    assert post_event(client, event).get_json() == {"received": True, "duplicate": False}
+    stored = event_row(conn, event["id"])
+    assert (stored["status"], stored["attempts"], stored["last_error"]) == ("ignored", 0, None)
+    assert post_event(client, event).get_json() == {"received": True, "duplicate": True}
+    handled = make_event("customer.subscription.created", subscription_obj("sub_queued"))
+    post_event(client, handled)
+    wait_for(lambda: queued_ids(broker) == [handled["id"]])
+
+
+def test_the_worker_ignores_a_stored_event_of_a_type_it_does_not_handle(conn):
+    # As an earlier version stored it: received, queued.
+    event = make_event("charge.dispute.updated", {"id": "du_1", "object": "dispute"})
+    with db.pool().connection() as c:
+        events.insert(c, read_event(json.dumps(event), tolerance_s=300)[1], json.dumps(event))
+    assert event_row(conn, event["id"])["status"] == "received"
     assert apply(event["id"]) == "ignored"
     assert event_row(conn, event["id"])["status"] == "ignored"
 

@@ -22,10 +22,9 @@ from typing import Any
 
 from subsync import config, event_types
 from subsync.envelope import InvalidPayload
+from subsync.event_types import GENERATION_FAILURE_RESOLVED, THIN_PREFIX
 from subsync.stripe_api import StripeApi
 
-V1_PREFIX = "v1."
-GENERATION_FAILURE_RESOLVED = "v2.core.health.event_generation_failure.resolved"
 # What a thin event may point at: a v1 object on Stripe's API, nothing else.
 _OBJECT_PATH_PREFIX = "/v1/"
 
@@ -49,8 +48,8 @@ def snapshot_event(api: StripeApi | None, thin: dict[str, Any]) -> dict[str, Any
         v1_type = impact.get("event_type")
         related = impact.get("related_object")
         account = impact.get("context") or impact.get("account")
-    elif isinstance(event_type, str) and event_type.startswith(V1_PREFIX):
-        v1_type = event_type.removeprefix(V1_PREFIX)
+    elif isinstance(event_type, str) and event_type.startswith(THIN_PREFIX):
+        v1_type = event_type.removeprefix(THIN_PREFIX)
         related = thin.get("related_object")
         account = thin.get("context")
     else:

@@ -60,14 +60,19 @@ _INSERT_IGNORED = """
 
 
 def insert(
-    conn: psycopg.Connection[Any], header: EventHeader, payload_json: str, *, ignored_because: str | None = None
+    conn: psycopg.Connection[Any],
+    header: EventHeader,
+    payload_json: str,
+    *,
+    ignored: bool = False,
+    reason: str | None = None,
 ) -> bool:
     """Store the event unless its id is stored already. True if it is new.
 
     `payload_json` is the body as received; PostgreSQL parses it into jsonb,
     which spares the receiver a Python round trip through json.dumps. An
-    event stored `ignored_because` (of the other mode) is stored `ignored`
-    with that reason, never to be applied.
+    event stored `ignored` (a type the worker does not apply, or of the
+    other mode, whose `reason` is kept in `last_error`) is never applied.
     """
     values = (
         header.id,
@@ -79,10 +84,10 @@ def insert(
         payload_json,
         header.object_id,
     )
-    if ignored_because is None:
-        row = conn.execute(_INSERT, values).fetchone()
+    if ignored:
+        row = conn.execute(_INSERT_IGNORED, (*values, reason)).fetchone()
     else:
-        row = conn.execute(_INSERT_IGNORED, (*values, ignored_because)).fetchone()
+        row = conn.execute(_INSERT, values).fetchone()
     return row is not None
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from stripe_fixtures import needs_fixtures, read
 
-from subsync.event_types import HANDLED_EVENTS, is_preview, kind_of
+from subsync.event_types import HANDLED_EVENTS, is_applied, is_preview, kind_of
 from subsync.ledger import ledger_fact
 from subsync.stripe_objects import MalformedObject, ts
 
@@ -217,3 +217,14 @@ def test_only_upcoming_is_a_preview():
     assert is_preview("invoice.upcoming")
     assert [t for t in HANDLED_EVENTS if is_preview(t)] == ["invoice.upcoming"]
     assert len(HANDLED_EVENTS) == 7 + 10 + 4 + 3 + 1 + 4 + 3
+
+
+def test_is_applied_says_which_events_are_queued_for_the_worker():
+    assert is_applied("customer.subscription.updated")
+    assert is_applied("invoice.upcoming")  # processed: a forecast, nothing stored
+    assert is_applied("v1.invoice.paid")
+    assert is_applied("v2.core.health.event_generation_failure.resolved")
+    assert not is_applied("v1.invoice.upcoming")  # a thin forecast names nothing to fetch
+    assert not is_applied("charge.succeeded")
+    assert not is_applied("v1.charge.succeeded")
+    assert not is_applied("v2.core.account.updated")
