@@ -93,6 +93,10 @@ class EventQueue:
 # committed rows the outbox sweep queues, like any send that failed.
 SEND_BACKLOG = 10_000
 SEND_BATCH = MAX_IDS_PER_MESSAGE  # ids per send() call: one message
+# A message costs the web process, Redis and the worker about the same
+# whatever it carries. Under concurrent deliveries the sender waits this long
+# for a message to fill; a lone delivery is sent at once.
+LINGER_S = 0.005
 
 _senders: list[BackgroundSender] = []
 
@@ -114,9 +118,10 @@ class BackgroundSender:
 
     EXIT_FLUSH_S = 5.0
 
-    def __init__(self, send: Callable[[list[str]], int], limit: int = SEND_BACKLOG) -> None:
+    def __init__(self, send: Callable[[list[str]], int], limit: int = SEND_BACKLOG, linger_s: float = LINGER_S) -> None:
         self._send = send
         self._limit = limit
+        self._linger_s = linger_s
         self._ids: queue.Queue[str] = queue.Queue(maxsize=limit)
         self._pid = 0
         self._lock = threading.Lock()
@@ -160,13 +165,17 @@ class BackgroundSender:
                 self._pid = os.getpid()
 
     def _run(self, ids: queue.Queue[str]) -> None:
+        concurrent = False
         while True:
             batch = [ids.get()]
-            while len(batch) < SEND_BATCH:
-                try:
-                    batch.append(ids.get_nowait())
-                except queue.Empty:
-                    break
+            _take(ids, batch, until=None)
+            # Deliveries are concurrent when ids pile up while one is sent,
+            # and stay so while messages fill: then a message waits to fill.
+            # A delivery that finds the sender idle (concurrency 1, a quiet
+            # moment) goes alone, at once.
+            if concurrent or len(batch) > 1:
+                _take(ids, batch, until=time.monotonic() + self._linger_s)
+            concurrent = len(batch) > 1
             try:
                 self._send(batch)
             except Exception:  # the thread must outlive a bug; the sweep has the rows
@@ -174,3 +183,13 @@ class BackgroundSender:
             finally:
                 for _ in batch:
                     ids.task_done()
+
+
+def _take(ids: queue.Queue[str], batch: list[str], *, until: float | None) -> None:
+    """Add waiting ids to `batch` up to SEND_BATCH; with `until`, also those arriving before it."""
+    while len(batch) < SEND_BATCH:
+        left = 0.0 if until is None else until - time.monotonic()
+        try:
+            batch.append(ids.get(timeout=left) if left > 0 else ids.get_nowait())
+        except queue.Empty:
+            return

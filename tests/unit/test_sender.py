@@ -84,3 +84,28 @@ def test_flush_senders_waits_for_every_sender_of_the_process():
     threading.Timer(0.2, send.gate.set).start()
     assert flush_senders(10)
     assert send.sent == ["evt_pending"]
+
+
+def test_a_lone_delivery_is_sent_alone_at_once():
+    send = Recorder()
+    sender = BackgroundSender(send, linger_s=30)  # a wait would show as a flush timing out
+    for n in range(3):
+        sender.submit([f"evt_{n}"])
+        assert sender.flush(5)
+    assert send.batches == [["evt_0"], ["evt_1"], ["evt_2"]]
+
+
+def test_under_concurrent_deliveries_a_message_waits_to_fill():
+    send = Recorder()
+    sender = BackgroundSender(send, linger_s=1.0)
+    send.gate.clear()
+    sender.submit(["evt_a"])  # being sent, stalled: the next ones pile up behind it
+    deadline = time.monotonic() + 10
+    while sender._ids.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sender.submit(["evt_b", "evt_c"])
+    send.gate.set()
+    time.sleep(0.2)  # within the linger of the message that holds evt_b and evt_c
+    sender.submit(["evt_d"])
+    assert sender.flush(10)
+    assert send.batches == [["evt_a"], ["evt_b", "evt_c", "evt_d"]]
