@@ -33,12 +33,13 @@ from flask.typing import ResponseReturnValue
 from subsync import db
 from subsync.envelope import EventHeader
 from subsync.store import events
+from webhooks import WEB_POOL_SIZE
 
 
 def create_app() -> Flask:
     app = Flask(__name__)
     endpoint_secret = os.environ["STRIPE_WEBHOOK_SECRET"].split(",")[0].strip()
-    pool = db.open_pool(os.environ["DATABASE_URL"], name="baseline", max_size=16, check=False)
+    pool = db.open_pool(os.environ["DATABASE_URL"], name="baseline", max_size=WEB_POOL_SIZE, check=False)
 
     @app.post("/webhooks/stripe")
     def webhook() -> ResponseReturnValue:

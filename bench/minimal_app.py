@@ -27,6 +27,8 @@ from dramatiq.brokers.redis import RedisBroker
 from flask import Flask, Response, request
 from psycopg_pool import ConnectionPool
 
+from webhooks import WEB_POOL_SIZE
+
 INSERT = """
 INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id)
 VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s::jsonb, %s)
@@ -47,7 +49,7 @@ def create_app() -> Flask:
 
     # The same size as ours and the baseline's, no test per checkout.
     pool: ConnectionPool = ConnectionPool(
-        os.environ["DATABASE_URL"], min_size=1, max_size=16, kwargs={"autocommit": True}, open=False
+        os.environ["DATABASE_URL"], min_size=1, max_size=WEB_POOL_SIZE, kwargs={"autocommit": True}, open=False
     )
     pool.open(wait=False)
     app = Flask(__name__)

@@ -20,6 +20,11 @@ from webhooks import services
 # logged, so a forged header cannot put text of its choosing in our logs.
 REQUEST_ID = re.compile(r"req_[A-Za-z0-9]{1,64}")
 
+# A delivery holds a connection for its INSERT only, after its body is read:
+# fewer connections than threads keep PostgreSQL as busy as it can be, and
+# leave max_connections to the other processes (each web process has its own).
+WEB_POOL_SIZE = 8
+
 
 def bind_request() -> None:
     """Each request's log lines carry its own request id and nothing of the request before on this thread."""
@@ -72,7 +77,7 @@ def create_app(settings: config.Settings | None = None, *, commands: bool | None
     app.before_request(bind_request)
     # No test before each checkout (a round trip per webhook): the receiver
     # and the health reads go through db.run, which replaces a dropped one.
-    pool = db.open_pool(settings.database_url, name="web", max_size=16, check=False)
+    pool = db.open_pool(settings.database_url, name="web", max_size=WEB_POOL_SIZE, check=False)
     queue = EventQueue(make_broker(settings))
     # A command that needs the mode (fetch, backfill) needs the API key, which says it.
     livemode = bool(settings.livemode)
