@@ -16,6 +16,7 @@ from sim import DAY, api_for, running_simulator
 
 from reconciler import backfill, reconcile
 from subsync import db
+from subsync.store import subscriptions
 from subsync.store.jobs import LOCK_KEYS
 from subsync.stripe_objects import parse_subscription
 from subsync.transitions import SubscriptionState, snapshot_access
@@ -303,3 +304,19 @@ def test_read_ahead_hands_over_errors_and_stops_with_its_consumer():
     pages.close()  # the consumer stops: the producer thread ends and closes its source
     assert closed.is_set()
     assert len(produced) <= 3  # one handed over, one queued, one waiting to be
+
+
+def test_the_missing_in_stripe_check_probes_the_listed_ids_never_scans_them_per_subscription(conn):
+    # A first run: every row just created, so PostgreSQL has no statistics of
+    # either table and may take each for a handful of rows.
+    conn.execute(
+        "INSERT INTO subscriptions (id, customer_id, status, access, stripe_updated_at)"
+        " SELECT 'sub_' || g, 'cus_' || g, 'active', 'full', now() FROM generate_series(1, 5000) g"
+    )
+    with db.pool().connection() as c:
+        subscriptions.start_seen(c)
+        subscriptions.add_seen(c, [f"sub_{n}" for n in range(1, 4990)])
+        c.execute("ANALYZE reconcile_seen")
+        plan = "\n".join(r["QUERY PLAN"] for r in c.execute("EXPLAIN " + subscriptions.NOT_SEEN, (None,)))
+        assert list(subscriptions.not_seen(c, account=None)) == sorted(f"sub_{n}" for n in range(4990, 5001))
+    assert "Seq Scan on reconcile_seen" not in plan or "Hash Anti Join" in plan, plan
