@@ -14,6 +14,8 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from subsync.store import jobs
+
 DELIVERIES = Counter(
     "subsync_webhook_deliveries_total",
     "Webhook deliveries received, by outcome (accepted, duplicate, or the rejection code).",
@@ -65,26 +67,7 @@ RECONCILE_LAST_RUN_STATUS = "subsync_reconciliation_last_run_status"
 RECONCILE_LAST_RUN_FIGURE = "subsync_reconciliation_last_run"
 RECONCILE_LAST_SUCCESS = "subsync_reconciliation_last_success_timestamp_seconds"
 SCRAPE_UP = "subsync_scrape_source_up"
-RECONCILE_FIGURES = (
-    "scanned",
-    "drifted",
-    "fixed",
-    "created",
-    "missing_in_stripe",
-    "terminal_here",
-    "invoices_scanned",
-    "invoices_drifted",
-    "invoices_fixed",
-    "ledger_added",
-    "entitlements_scanned",
-    "entitlements_drifted",
-    "entitlements_fixed",
-    "entitlements_skipped",
-    "refunds_scanned",
-    "ledger_refunds_added",
-    "disputes_scanned",
-    "ledger_disputes_added",
-)
+RECONCILE_FIGURES = jobs.RUN_FIGURES
 RECONCILE_STATUSES = ("running", "succeeded", "failed")
 
 
