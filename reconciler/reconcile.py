@@ -41,6 +41,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from reconciler import accounts
+from reconciler.bulk import BulkWrites
 from reconciler.entitlements import reconcile_entitlements
 from reconciler.money import reconcile_reversals
 from reconciler.readahead import read_ahead
@@ -58,6 +59,17 @@ log = logs.get_logger(__name__)
 # asked about one by one while still draft or open here. Beyond Stripe's
 # 30 days of events, so a payment whose events are gone is still found.
 INVOICE_WINDOW = timedelta(days=35)
+
+
+# What repairs write, whose statistics a run that fills them keeps up (reconciler.bulk).
+WRITTEN_TABLES = (
+    "subscriptions",
+    "subscription_items",
+    "invoices",
+    "payments",
+    "subscription_changes",
+    "access_changes",
+)
 
 
 class AlreadyRunning(Exception):
@@ -107,6 +119,7 @@ def _subscription_page(run: AccountRun, page: list[Snapshot], *, now: datetime) 
             applied = subscriptions.apply_subscription_snapshots(
                 conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
             )
+        run.bulk.wrote(len(to_apply))
         for (snapshot, _), result in zip(to_apply, applied, strict=True):
             if result.stale:  # a webhook applied since the comparison
                 run.figures.left_alone_newer += 1
@@ -163,6 +176,7 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
                 if fact.fact_key in missing_facts:
                     added = payments.record_payment(conn, fact, None, source="reconcile", source_id=run.source_id)
                     run.figures.ledger_added += int(added)
+        run.bulk.wrote(len(to_apply))
 
 
 # --- the run ------------------------------------------------------------------------
@@ -184,7 +198,7 @@ def _reconcile_account(
 ) -> None:
     """One account's subscriptions and invoices, listed on that account, against our rows of it."""
     figures = report.accounts.setdefault(accounts.key(account), Figures())
-    run = AccountRun(pool, report, figures, account, grace)
+    run = AccountRun(pool, report, figures, account, grace, BulkWrites(pool, WRITTEN_TABLES))
     for each_pass in PASSES:
         each_pass(run, api)
     report.add(figures)

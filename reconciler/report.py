@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from reconciler.bulk import BulkWrites
 from subsync import drift
 from subsync.store.jobs import RunStatus
 
@@ -109,6 +110,7 @@ class AccountRun:
     figures: Figures
     account: str | None
     grace: timedelta
+    bulk: BulkWrites
 
     @property
     def source_id(self) -> str:

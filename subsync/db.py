@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
@@ -159,3 +159,11 @@ def fetch_together(conn: psycopg.Connection[Any], queries: Sequence[Query]) -> l
     with conn.pipeline():
         cursors = [conn.execute(q.sql, q.params, prepare=q.prepare) for q in queries]
     return [cursor.fetchall() for cursor in cursors]
+
+
+def analyze(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
+    """ANALYZE `tables` (names from the code, never from input): fresh statistics and plans for them."""
+    for table in tables:
+        conn.execute(SQL("ANALYZE {}").format(Identifier(table)))
+    if not conn.autocommit:
+        conn.commit()

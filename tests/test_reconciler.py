@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 import stripe
-from helpers import apply
+from helpers import apply, wait_for
 from sim import DAY, api_for, running_simulator
 
 from reconciler import backfill, reconcile
+from reconciler.bulk import FIRST_ANALYZE_AT, BulkWrites
 from subsync import db
 from subsync.store import subscriptions
 from subsync.store.jobs import LOCK_KEYS
@@ -320,3 +321,22 @@ def test_the_missing_in_stripe_check_probes_the_listed_ids_never_scans_them_per_
         plan = "\n".join(r["QUERY PLAN"] for r in c.execute("EXPLAIN " + subscriptions.NOT_SEEN, (None,)))
         assert list(subscriptions.not_seen(c, account=None)) == sorted(f"sub_{n}" for n in range(4990, 5001))
     assert "Seq Scan on reconcile_seen" not in plan or "Hash Anti Join" in plan, plan
+
+
+def test_a_run_that_fills_tables_analyzes_them_each_time_its_writes_double(conn):
+    def analyzed() -> int:
+        row = conn.execute("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'subscriptions'").fetchone()
+        return row["analyze_count"]
+
+    start = analyzed()
+    bulk = BulkWrites(db.pool(), ("subscriptions",))
+    bulk.wrote(FIRST_ANALYZE_AT - 1)
+    assert bulk.analyzes == 0
+    bulk.wrote(1)
+    bulk.wrote(FIRST_ANALYZE_AT - 1)
+    assert bulk.analyzes == 1
+    bulk.wrote(1)
+    assert bulk.analyzes == 2
+    bulk.wrote(10 * FIRST_ANALYZE_AT)
+    assert bulk.analyzes == 3
+    wait_for(lambda: analyzed() >= start + 3)  # the statistics collector reports a little later
