@@ -295,7 +295,7 @@ def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> 
     ).fetchall()
     print("ledger (payments):")
     for row in ledger:
-        print(f"  {row['status']:<10} {row['n']:>4} rows  {row['total'] / 100:>10.2f} usd")
+        print(f"  {row['status']:<12} {row['n']:>4} rows  {row['total'] / 100:>10.2f} usd")
     access = conn.execute("SELECT access, count(*) AS n FROM subscriptions GROUP BY access ORDER BY access").fetchall()
     print("access:  " + ", ".join(f"{a['access']} {a['n']}" for a in access))
     events = conn.execute("SELECT status, count(*) AS n FROM stripe_events GROUP BY status ORDER BY status").fetchall()
