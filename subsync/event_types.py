@@ -25,6 +25,7 @@ __all__ = [
     "SUBSCRIPTION_EVENTS",
     "THIN_PREFIX",
     "Kind",
+    "applies_fetched",
     "is_applied",
     "is_preview",
     "kind_of",
@@ -137,12 +138,19 @@ def is_preview(event_type: str) -> bool:
     return event_type in PREVIEW_EVENTS
 
 
+def applies_fetched(snapshot_type: str) -> bool:
+    """True when an object fetched for an event of this snapshot type (a thin event's, a lost event's) is applied.
+
+    A forecast has nothing to fetch: only handled types that name a stored object.
+    """
+    return snapshot_type in HANDLED_EVENTS and not is_preview(snapshot_type)
+
+
 def is_applied(event_type: str) -> bool:
     """True when the worker applies an event of this type: a handled snapshot type, its thin twin, or
     Stripe's report of a lost event. The others are stored `ignored` as they arrive, never queued."""
     if event_type == GENERATION_FAILURE_RESOLVED:
         return True
     if event_type.startswith(THIN_PREFIX):
-        twin = event_type.removeprefix(THIN_PREFIX)
-        return twin in HANDLED_EVENTS and not is_preview(twin)
+        return applies_fetched(event_type.removeprefix(THIN_PREFIX))
     return event_type in HANDLED_EVENTS

@@ -54,7 +54,7 @@ def snapshot_event(api: StripeApi | None, thin: dict[str, Any]) -> dict[str, Any
         account = thin.get("context")
     else:
         return None
-    if not isinstance(v1_type, str) or event_types.kind_of(v1_type) is None or event_types.is_preview(v1_type):
+    if not isinstance(v1_type, str) or not event_types.applies_fetched(v1_type):
         return None
     if related is None and event_type != GENERATION_FAILURE_RESOLVED:
         return _snapshot_twin(_api(api), thin, v1_type, account if isinstance(account, str) else None)
