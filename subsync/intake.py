@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,64 @@ def other_mode_reason(event_livemode: bool) -> str:
     return f"ignored: a {event}-mode event, and this deployment is in {ours} mode"
 
 
+def arrival(header: EventHeader, payload_json: str, *, livemode: bool) -> events.Arrival:
+    """The row an event is stored as in a deployment of mode `livemode`.
+
+    An event of the other mode is stored `ignored`, with the reason, and
+    never queued; so is an event of a type the worker does not apply
+    (subsync.event_types.is_applied).
+    """
+    other_mode = header.livemode != livemode
+    reason = other_mode_reason(header.livemode) if other_mode else None
+    # Queuing an event only for the worker to ignore it would cost a message
+    # each way for nothing; a good share of a real account's events are types
+    # subsync does not apply.
+    ignored = other_mode or not event_types.is_applied(header.type)
+    return events.Arrival(header, payload_json, ignored=ignored, reason=reason)
+
+
+@dataclass(frozen=True)
+class Stored:
+    new: bool  # a row was created
+    to_queue: bool  # new and applied, or a failed event reopened: its id is to be queued
+
+
+def store(pool: ConnectionPool[Any], arrivals: Sequence[events.Arrival]) -> list[Stored]:
+    """Commit the events' rows, in one statement; what became of each, in order. Raises psycopg errors: nothing stored.
+
+    A duplicate of a failed event is reopened (a resend from Stripe's
+    dashboard acts as a replay). An id given twice is new (or reopened)
+    only the first time.
+
+    Each statement commits on its own (autocommit): one round trip, and the
+    rows are durable when it returns. A connection found dropped is
+    replaced and the statements run again (`db.run`); if the first insert
+    had committed, the second sees duplicates and queues nothing, and the
+    outbox sweep queues those events.
+    """
+
+    def work(conn: psycopg.Connection[Any]) -> tuple[set[str], set[str]]:
+        conn.autocommit = True
+        try:
+            created = events.insert_many(conn, arrivals)
+            again = [a.header.id for a in arrivals if not a.ignored and a.header.id not in created]
+            return created, set(events.reopen_failed(conn, again)) if again else set()
+        finally:
+            if not conn.broken:
+                conn.autocommit = False
+
+    created, reopened = db.run(pool, work)
+    seen: set[str] = set()
+    results = []
+    for a in arrivals:
+        event_id = a.header.id
+        first = event_id not in seen
+        seen.add(event_id)
+        new = first and event_id in created
+        results.append(Stored(new=new, to_queue=first and ((new and not a.ignored) or event_id in reopened)))
+    return results
+
+
 def store_and_queue(
     pool: ConnectionPool[Any],
     header: EventHeader,
@@ -39,45 +97,14 @@ def store_and_queue(
     send: Callable[[list[str]], int],
     livemode: bool,
 ) -> Ingested:
-    """Commit the event row, then queue it. Raises psycopg errors: nothing stored.
+    """Commit the event row (`store`), then queue it (`send`). Raises psycopg errors: nothing stored.
 
-    A deployment is in one mode (`livemode`): an event of the other one is
-    stored `ignored`, with the reason, and never queued; so is an event of a
-    type the worker does not apply (subsync.event_types.is_applied).
-
-    A duplicate of a failed event is reopened and queued again (a resend from
-    Stripe's dashboard acts as a replay). Queuing happens after the commit so
-    a worker never looks for a row it cannot see; if Redis is down the row
-    waits for the outbox sweep.
-
-    Each statement commits on its own (autocommit): one round trip, and the
-    row is durable when `insert` returns. A connection found dropped is
-    replaced and the statements run again (`db.run`); if the first insert had
-    committed, the second sees a duplicate and queues nothing, and the outbox
-    sweep queues the event.
-
-    `send` queues the ids: `EventQueue.send` sends them before returning
-    (backfill, fetch); the receiver passes its process's BackgroundSender,
-    so that its answer does not wait for Redis.
+    Queuing happens after the commit so a worker never looks for a row it
+    cannot see; if Redis is down the row waits for the outbox sweep.
+    `EventQueue.send` sends before returning (backfill, fetch); the
+    receiver stores concurrent deliveries together (webhooks.group_commit).
     """
-
-    other_mode = header.livemode != livemode
-    reason = other_mode_reason(header.livemode) if other_mode else None
-    # Queuing an event only for the worker to ignore it would cost a message
-    # each way for nothing; a good share of a real account's events are types
-    # subsync does not apply.
-    ignored = other_mode or not event_types.is_applied(header.type)
-
-    def store(conn: psycopg.Connection[Any]) -> tuple[list[str], bool]:
-        conn.autocommit = True
-        try:
-            if events.insert(conn, header, payload_json, ignored=ignored, reason=reason):
-                return ([] if ignored else [header.id]), True
-            return ([] if ignored else events.reopen_failed(conn, [header.id])), False
-        finally:
-            if not conn.broken:
-                conn.autocommit = False
-
-    to_queue, new = db.run(pool, store)
-    sent = send(to_queue) if to_queue else 0
-    return Ingested(new=new, queued=sent > 0, other_mode=other_mode)
+    a = arrival(header, payload_json, livemode=livemode)
+    [stored] = store(pool, [a])
+    sent = send([header.id]) if stored.to_queue else 0
+    return Ingested(new=stored.new, queued=sent > 0, other_mode=header.livemode != livemode)

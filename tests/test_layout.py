@@ -28,6 +28,7 @@ WEB_MAY_LOAD = {
     "subsync.store.events",
     "subsync.store.jobs",
     "webhooks",
+    "webhooks.group_commit",
     "webhooks.health",
     "webhooks.probes",
     "webhooks.receiver",

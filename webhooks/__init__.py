@@ -15,6 +15,7 @@ from subsync import config, db, logs
 from subsync.broker import make_broker
 from subsync.queue import BackgroundSender, EventQueue
 from webhooks import services
+from webhooks.group_commit import GroupCommit
 
 # Stripe's request ids (`req_...`): anything else in the header is not
 # logged, so a forged header cannot put text of its choosing in our logs.
@@ -81,6 +82,8 @@ def create_app(settings: config.Settings | None = None, *, commands: bool | None
     queue = EventQueue(make_broker(settings))
     # A command that needs the mode (fetch, backfill) needs the API key, which says it.
     livemode = bool(settings.livemode)
-    services.install(app, services.Services(settings, pool, queue, BackgroundSender(queue.send), livemode))
+    sender = BackgroundSender(queue.send)
+    intake = GroupCommit(pool, sender.submit, livemode=livemode)
+    services.install(app, services.Services(settings, pool, queue, sender, intake, livemode))
     health.install(app)
     return app

@@ -6,9 +6,10 @@ Stripe disables endpoints that answer slowly. The stripe library's
 rest of the path; we verify the signature ourselves (one parse of the
 header, so the timestamp checked for tolerance is the one the HMAC covers)
 and read the body through `subsync.envelope`. The answer waits for the
-commit only: the Dramatiq send (a Redis round trip) is left to this
-process's sender thread (subsync.queue.BackgroundSender), so a slow or dead
-Redis never slows an ack.
+commit only, which concurrent deliveries share (webhooks.group_commit);
+the Dramatiq send (a Redis round trip) is left to this process's sender
+thread (subsync.queue.BackgroundSender), so a slow or dead Redis never
+slows an ack.
 
 Every refusal is final for Stripe (4xx): a body that can never be stored
 is refused before the insert, and an insert PostgreSQL refuses for the
@@ -32,7 +33,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from subsync import logs, metrics
 from subsync.envelope import InvalidPayload, read_event
-from subsync.intake import store_and_queue
+from subsync.intake import arrival
 from webhooks import services
 
 log = logs.get_logger(__name__)
@@ -144,7 +145,7 @@ def receive() -> Any:
         return error(400, "invalid_payload", f"the body is not a Stripe event we can store: {exc}")
     structlog.contextvars.bind_contextvars(event_id=header.id, event_type=header.type)
     try:
-        ingested = store_and_queue(web.pool, header, payload, send=web.sender.submit, livemode=web.livemode)
+        ingested = web.intake.submit(arrival(header, payload, livemode=web.livemode))
     except psycopg.Error as exc:
         sqlstate = exc.sqlstate or ""
         if sqlstate[:2] in DATA_ERROR_CLASSES:

@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from subsync import config
 from subsync.queue import BackgroundSender, EventQueue
+from webhooks.group_commit import GroupCommit
 
 EXTENSION = "subsync"
 
@@ -19,7 +20,8 @@ class Services:
     settings: config.Settings
     pool: ConnectionPool[Any]
     queue: EventQueue  # sends now: commands
-    sender: BackgroundSender  # sends after the answer: the receiver
+    sender: BackgroundSender  # sends after the answer: the receiver's, through `intake`
+    intake: GroupCommit  # the receiver's: stores concurrent deliveries together
     livemode: bool  # the deployment's mode: events of the other one are stored ignored
 
 

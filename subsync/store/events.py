@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 import psycopg
+from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
 
 from subsync.envelope import EventHeader
@@ -44,19 +45,46 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 Outcome = Literal["processed", "ignored"]
 
 
-_INSERT = """
-    INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id)
-    VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s::jsonb, %s)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING 1
-"""
-_INSERT_IGNORED = """
+# One row of the insert; `processed_at` is set for a row stored `ignored`.
+_INSERT_ROW = "(%s, %s, %s, %s, %s, to_timestamp(%s), %s::jsonb, %s, %s, %s, CASE WHEN %s THEN now() END)"
+_INSERT_HEAD = """
     INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id,
                                status, last_error, processed_at)
-    VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s::jsonb, %s, 'ignored', %s, now())
-    ON CONFLICT (id) DO NOTHING
-    RETURNING 1
+    VALUES
 """
+_INSERT_TAIL = " ON CONFLICT (id) DO NOTHING RETURNING id"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An event to store: its columns, the body as received, and whether it is stored `ignored`."""
+
+    header: EventHeader
+    payload_json: str
+    ignored: bool = False
+    reason: str | None = None  # kept in `last_error` of an ignored event
+
+
+def insert_many(conn: psycopg.Connection[Any], arrivals: Sequence[Arrival]) -> set[str]:
+    """Store each event whose id is not stored yet, in one statement; returns the ids stored now.
+
+    `payload_json` is the body as received; PostgreSQL parses it into jsonb,
+    which spares the receiver a Python round trip through json.dumps. An
+    event stored `ignored` (a type the worker does not apply, or of the
+    other mode, whose `reason` is kept in `last_error`) is never applied.
+    An id given twice is stored once.
+    """
+    if not arrivals:
+        return set()
+    params: list[Any] = []
+    for a in arrivals:
+        h = a.header
+        params += (h.id, h.type, h.api_version, h.livemode, h.account, h.created, a.payload_json, h.object_id)
+        params += ("ignored" if a.ignored else "received", a.reason, a.ignored)
+    sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(arrivals)) + _INSERT_TAIL
+    # Built from constants only: the row count is the one variable part.
+    with conn.cursor(row_factory=scalar_row) as cur:
+        return set(cur.execute(sql, params).fetchall())
 
 
 def insert(
@@ -67,28 +95,8 @@ def insert(
     ignored: bool = False,
     reason: str | None = None,
 ) -> bool:
-    """Store the event unless its id is stored already. True if it is new.
-
-    `payload_json` is the body as received; PostgreSQL parses it into jsonb,
-    which spares the receiver a Python round trip through json.dumps. An
-    event stored `ignored` (a type the worker does not apply, or of the
-    other mode, whose `reason` is kept in `last_error`) is never applied.
-    """
-    values = (
-        header.id,
-        header.type,
-        header.api_version,
-        header.livemode,
-        header.account,
-        header.created,
-        payload_json,
-        header.object_id,
-    )
-    if ignored:
-        row = conn.execute(_INSERT_IGNORED, (*values, reason)).fetchone()
-    else:
-        row = conn.execute(_INSERT, values).fetchone()
-    return row is not None
+    """Store the event unless its id is stored already (`insert_many` of one). True if it is new."""
+    return header.id in insert_many(conn, [Arrival(header, payload_json, ignored, reason)])
 
 
 def reopen_failed(conn: psycopg.Connection[Any], event_ids: Sequence[str]) -> list[str]:
