@@ -1,4 +1,4 @@
-"""The receiver's group commit: deliveries that arrive together are stored in one statement, each with its own outcome."""
+"""The receiver's group commit: deliveries arriving together are stored in one statement, each with its outcome."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def in_line(commit: GroupCommit, count: int) -> None:
     # The requests queued behind the leader; read from the private list because
     # nothing else can tell a waiting request from one not yet arrived.
     deadline = time.monotonic() + 10
-    while len(commit._line) < count:  # noqa: SLF001
+    while len(commit._line) < count:
         assert time.monotonic() < deadline, "the requests never queued"
         time.sleep(0.01)
 
@@ -58,7 +58,7 @@ def submit_all(commit: GroupCommit, arrivals: Sequence[Arrival], held: HeldStore
     def one(i: int) -> None:
         try:
             outcomes[i] = commit.submit(arrivals[i])
-        except Exception as exc:  # noqa: BLE001 - the outcome under test
+        except Exception as exc:  # the outcome under test
             outcomes[i] = exc
 
     threads = [threading.Thread(target=one, args=(0,))]
@@ -120,7 +120,7 @@ def test_a_row_postgresql_refuses_fails_alone_and_its_neighbours_are_stored(conn
     # Past the receiver's own checks, a body jsonb cannot hold: PostgreSQL refuses the statement.
     unstorable = json.dumps(bad).replace('"active"', '"act\\u0000ive"')
     held = HeldStore()
-    commit = GroupCommit(db.pool(), lambda ids: len(ids), livemode=False, store_rows=held)
+    commit = GroupCommit(db.pool(), len, livemode=False, store_rows=held)
 
     outcomes = submit_all(commit, [arrival_of(good), arrival_of(bad, unstorable), arrival_of(other)], held)
 
@@ -140,7 +140,7 @@ def test_without_a_connection_every_request_of_the_statement_fails_and_the_next_
     dead = ConnectionPool("postgresql://root@127.0.0.1:1/none", min_size=0, max_size=1, timeout=0.5, open=True)
     try:
         held = HeldStore()
-        commit = GroupCommit(dead, lambda ids: len(ids), livemode=False, store_rows=held)
+        commit = GroupCommit(dead, len, livemode=False, store_rows=held)
         arrivals = [arrival_of(make_event()) for _ in range(3)]
         outcomes = submit_all(commit, arrivals, held)
         assert [type(o).__name__ for o in outcomes] == ["PoolTimeout"] * 3
@@ -161,7 +161,7 @@ def test_a_bug_in_the_statement_reaches_every_waiting_request_and_the_lead_is_gi
     def broken(pool: ConnectionPool[Any], arrivals: Sequence[Arrival]) -> list[intake.Stored]:
         raise RuntimeError("a bug")
 
-    commit = GroupCommit(db.pool(), lambda ids: len(ids), livemode=False, store_rows=broken)
+    commit = GroupCommit(db.pool(), len, livemode=False, store_rows=broken)
     with pytest.raises(RuntimeError):
         commit.submit(arrival_of(make_event()))
     with pytest.raises(RuntimeError):  # not blocked behind a leader that is gone
@@ -184,4 +184,3 @@ def test_concurrent_signed_deliveries_are_each_stored_and_queued_once(client, co
     assert services.of(client.application).sender.flush(30)
     assert sorted(queued_ids(broker)) == sorted(e["id"] for e in events)
     assert conn.execute("SELECT count(*) AS n FROM stripe_events").fetchone()["n"] == len(events)
-

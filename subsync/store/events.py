@@ -21,6 +21,7 @@ twice is harmless.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,14 +46,30 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 Outcome = Literal["processed", "ignored"]
 
 
-# One row of the insert; `processed_at` is set for a row stored `ignored`.
-_INSERT_ROW = "(%s, %s, %s, %s, %s, to_timestamp(%s), %s::jsonb, %s, %s, %s, CASE WHEN %s THEN now() END)"
+# One row of the insert ($n placeholders, numbered from the row's first);
+# `processed_at` is set for a row stored `ignored`.
+_INSERT_ROW = "(${}, ${}, ${}, ${}, ${}, to_timestamp(${}), ${}::jsonb, ${}, ${}, ${}, CASE WHEN ${} THEN now() END)"
+_INSERT_COLUMNS = _INSERT_ROW.count("$")
 _INSERT_HEAD = """
     INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id,
                                status, last_error, processed_at)
-    VALUES
-"""
+    VALUES """
 _INSERT_TAIL = " ON CONFLICT (id) DO NOTHING RETURNING id"
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    """The insert of `rows` events, built once per row count.
+
+    With $n placeholders a statement is sent as it is (psycopg's RawCursor):
+    psycopg parses and caches a statement with %s placeholders only while it
+    is short, and one of many rows is not.
+    """
+    values = ", ".join(
+        _INSERT_ROW.format(*range(first + 1, first + _INSERT_COLUMNS + 1))
+        for first in range(0, rows * _INSERT_COLUMNS, _INSERT_COLUMNS)
+    )
+    return _INSERT_HEAD + values + _INSERT_TAIL
 
 
 @dataclass(frozen=True)
@@ -81,10 +98,8 @@ def insert_many(conn: psycopg.Connection[Any], arrivals: Sequence[Arrival]) -> s
         h = a.header
         params += (h.id, h.type, h.api_version, h.livemode, h.account, h.created, a.payload_json, h.object_id)
         params += ("ignored" if a.ignored else "received", a.reason, a.ignored)
-    sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(arrivals)) + _INSERT_TAIL
-    # Built from constants only: the row count is the one variable part.
-    with conn.cursor(row_factory=scalar_row) as cur:
-        return set(cur.execute(sql, params).fetchall())
+    with psycopg.RawCursor(conn, row_factory=scalar_row) as cur:
+        return set(cur.execute(_insert_sql(len(arrivals)), params).fetchall())
 
 
 def insert(
