@@ -95,8 +95,10 @@ SEND_BACKLOG = 10_000
 SEND_BATCH = MAX_IDS_PER_MESSAGE  # ids per send() call: one message
 # A message costs the web process, Redis and the worker about the same
 # whatever it carries. Under concurrent deliveries the sender waits this long
-# for a message to fill; a lone delivery is sent at once.
-LINGER_S = 0.005
+# for a message to fill; a lone delivery is sent at once. The wait delays
+# only the apply, never an answer; long enough for a message to fill at a
+# few hundred deliveries a second per process.
+LINGER_S = 0.05
 
 _senders: list[BackgroundSender] = []
 
