@@ -8,13 +8,14 @@ main. Everything else asks `pool()` for it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, scalar_row
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
@@ -159,6 +160,57 @@ def fetch_together(conn: psycopg.Connection[Any], queries: Sequence[Query]) -> l
     with conn.pipeline():
         cursors = [conn.execute(q.sql, q.params, prepare=q.prepare) for q in queries]
     return [cursor.fetchall() for cursor in cursors]
+
+
+# PostgreSQL's limit on the parameters of one statement.
+MAX_PARAMS = 65535
+
+
+@dataclass(frozen=True)
+class RowsStatement:
+    """A statement over many rows at once: `head`, then `row` once per row, comma-separated, then `tail`.
+
+    `row` holds a `{}` where each of a row's parameters goes, e.g.
+    "({}, {}, now())". One statement of many rows costs PostgreSQL and
+    psycopg far less than one statement per row (executemany), even in a
+    pipeline.
+    """
+
+    head: str  # up to VALUES
+    row: str
+    tail: str = ""
+
+    @property
+    def params_per_row(self) -> int:
+        return self.row.count("{}")
+
+    @property
+    def returns(self) -> bool:
+        return "RETURNING" in self.tail
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_sql(statement: RowsStatement, rows: int) -> str:
+    # $n placeholders, sent as they are (psycopg's RawCursor): psycopg parses
+    # and caches a statement with %s placeholders only while it is short.
+    n = statement.params_per_row
+    values = ", ".join(
+        statement.row.format(*(f"${i}" for i in range(first + 1, first + n + 1))) for first in range(0, rows * n, n)
+    )
+    return f"{statement.head} {values} {statement.tail}"
+
+
+def execute_rows(conn: psycopg.Connection[Any], statement: RowsStatement, rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """Run `statement` over `rows`, as many to a statement as PostgreSQL takes; what it returns (a column), in order."""
+    returned: list[Any] = []
+    per_statement = MAX_PARAMS // statement.params_per_row
+    with psycopg.RawCursor(conn, row_factory=scalar_row) as cur:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            cur.execute(_rows_sql(statement, len(chunk)), [value for row in chunk for value in row])
+            if statement.returns:  # in a pipeline too: fetching waits for the result
+                returned.extend(cur.fetchall())
+    return returned
 
 
 def analyze(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:

@@ -21,16 +21,15 @@ twice is harmless.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 import psycopg
-from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
 
+from subsync.db import RowsStatement, execute_rows
 from subsync.envelope import EventHeader
 
 # Events not applied after this long are queued again by the outbox sweep.
@@ -46,30 +45,13 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 Outcome = Literal["processed", "ignored"]
 
 
-# One row of the insert ($n placeholders, numbered from the row's first);
 # `processed_at` is set for a row stored `ignored`.
-_INSERT_ROW = "(${}, ${}, ${}, ${}, ${}, to_timestamp(${}), ${}::jsonb, ${}, ${}, ${}, CASE WHEN ${} THEN now() END)"
-_INSERT_COLUMNS = _INSERT_ROW.count("$")
-_INSERT_HEAD = """
-    INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id,
-                               status, last_error, processed_at)
-    VALUES """
-_INSERT_TAIL = " ON CONFLICT (id) DO NOTHING RETURNING id"
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_sql(rows: int) -> str:
-    """The insert of `rows` events, built once per row count.
-
-    With $n placeholders a statement is sent as it is (psycopg's RawCursor):
-    psycopg parses and caches a statement with %s placeholders only while it
-    is short, and one of many rows is not.
-    """
-    values = ", ".join(
-        _INSERT_ROW.format(*range(first + 1, first + _INSERT_COLUMNS + 1))
-        for first in range(0, rows * _INSERT_COLUMNS, _INSERT_COLUMNS)
-    )
-    return _INSERT_HEAD + values + _INSERT_TAIL
+_INSERT = RowsStatement(
+    head="INSERT INTO stripe_events (id, type, api_version, livemode, account, created_at, payload, object_id,"
+    " status, last_error, processed_at) VALUES",
+    row="({}, {}, {}, {}, {}, to_timestamp({}), {}::jsonb, {}, {}, {}, CASE WHEN {} THEN now() END)",
+    tail="ON CONFLICT (id) DO NOTHING RETURNING id",
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +64,13 @@ class Arrival:
     reason: str | None = None  # kept in `last_error` of an ignored event
 
 
+def _insert_row(a: Arrival) -> tuple[Any, ...]:
+    h = a.header
+    status = "ignored" if a.ignored else "received"
+    columns = (h.id, h.type, h.api_version, h.livemode, h.account, h.created, a.payload_json, h.object_id)
+    return (*columns, status, a.reason, a.ignored)
+
+
 def insert_many(conn: psycopg.Connection[Any], arrivals: Sequence[Arrival]) -> set[str]:
     """Store each event whose id is not stored yet, in one statement; returns the ids stored now.
 
@@ -91,15 +80,7 @@ def insert_many(conn: psycopg.Connection[Any], arrivals: Sequence[Arrival]) -> s
     other mode, whose `reason` is kept in `last_error`) is never applied.
     An id given twice is stored once.
     """
-    if not arrivals:
-        return set()
-    params: list[Any] = []
-    for a in arrivals:
-        h = a.header
-        params += (h.id, h.type, h.api_version, h.livemode, h.account, h.created, a.payload_json, h.object_id)
-        params += ("ignored" if a.ignored else "received", a.reason, a.ignored)
-    with psycopg.RawCursor(conn, row_factory=scalar_row) as cur:
-        return set(cur.execute(_insert_sql(len(arrivals)), params).fetchall())
+    return set(execute_rows(conn, _INSERT, [_insert_row(a) for a in arrivals])) if arrivals else set()
 
 
 def insert(

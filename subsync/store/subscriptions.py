@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from subsync.access import Access, time_dependent_sql
-from subsync.db import Query, fetch_together, id_match
+from subsync.db import Query, RowsStatement, execute_rows, fetch_together, id_match
 from subsync.store.invoices import unpaid_invoice, unpaid_invoices_from, unpaid_invoices_query
 from subsync.store.locks import lock_subscriptions
 from subsync.stripe_objects import ItemSnapshot, SubscriptionSnapshot
@@ -39,13 +39,14 @@ NOTIFY_CHANNEL = "subscription_access"
 FEED_LOCK_KEY = 0x5B5C_0201
 # The feed row and its announcement in one statement; NOTIFY is delivered at
 # commit, so a rolled-back change is never announced.
-_INSERT_ACCESS_CHANGE = """
-    INSERT INTO access_changes (subscription_id, customer_id, account, from_access, to_access, source, source_id)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
-    RETURNING pg_notify('subscription_access', json_build_object(
+_INSERT_ACCESS_CHANGE = RowsStatement(
+    head="INSERT INTO access_changes (subscription_id, customer_id, account, from_access, to_access, source, source_id)"
+    " VALUES",
+    row="({}, {}, {}, {}, {}, {}, {})",
+    tail="""RETURNING pg_notify('subscription_access', json_build_object(
         'id', id, 'subscription_id', subscription_id, 'customer_id', customer_id, 'account', account,
-        'from', from_access, 'to', to_access, 'at', changed_at, 'source', source)::text)
-"""
+        'from', from_access, 'to', to_access, 'at', changed_at, 'source', source)::text)""",
+)
 # Who made a change: an event, the reconciliation, the grace check, a replay,
 # or a reactivation's settlement (subsync.reactivate).
 Source = Literal["webhook", "reconcile", "grace", "replay", "reactivate"]
@@ -81,28 +82,30 @@ def load_subscription(conn: psycopg.Connection[Any], subscription_id: str) -> Su
     return load_subscriptions(conn, [subscription_id]).get(subscription_id)
 
 
-def _column_values(state: SubscriptionState) -> dict[str, Any]:
+def _column_values(state: SubscriptionState) -> tuple[Any, ...]:
+    """The row's values in SUBSCRIPTION_COLUMNS' order."""
     # Not dataclasses.asdict: it deep-copies every value, which dominated a
     # large first reconciliation.
     values = {column: getattr(state, column) for column in SUBSCRIPTION_COLUMNS}
     values["access"] = str(state.access.value)
     values["metadata"] = Jsonb(values["metadata"] or {})
-    return values
+    return tuple(values.values())
 
 
-_UPSERT_SUBSCRIPTION = (
-    f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}, updated_at)"  # noqa: S608 - fixed names
-    f" VALUES ({', '.join(f'%({c})s' for c in SUBSCRIPTION_COLUMNS)}, now())"
-    f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in SUBSCRIPTION_COLUMNS if c != 'id')},"
-    " updated_at = now()"
+_UPSERT_SUBSCRIPTION = RowsStatement(
+    head=f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}, updated_at) VALUES",
+    row=f"({', '.join(['{}'] * len(SUBSCRIPTION_COLUMNS))}, now())",
+    tail="ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join([*(f"{c} = EXCLUDED.{c}" for c in SUBSCRIPTION_COLUMNS if c != "id"), "updated_at = now()"]),
 )
-_INSERT_CHANGE = (
-    "INSERT INTO subscription_changes (subscription_id, source, source_id, before, after) VALUES (%s, %s, %s, %s, %s)"
+_INSERT_CHANGE = RowsStatement(
+    head="INSERT INTO subscription_changes (subscription_id, source, source_id, before, after) VALUES",
+    row="({}, {}, {}, {}, {})",
 )
 ITEM_COLUMNS = ("id", "price_id", "product_id", "quantity", "current_period_start", "current_period_end")
-_INSERT_ITEM = (
-    f"INSERT INTO subscription_items (subscription_id, account, {', '.join(ITEM_COLUMNS)})"  # noqa: S608 - fixed names
-    f" VALUES (%s, %s, {', '.join(['%s'] * len(ITEM_COLUMNS))})"
+_INSERT_ITEM = RowsStatement(
+    head=f"INSERT INTO subscription_items (subscription_id, account, {', '.join(ITEM_COLUMNS)}) VALUES",
+    row=f"({', '.join(['{}'] * (2 + len(ITEM_COLUMNS)))})",
 )
 # A subscription's items, in id order: equal sets compare equal.
 Items = tuple[ItemSnapshot, ...]
@@ -146,7 +149,7 @@ class _Write:
     """One subscription's writes: its row (unless unchanged), its items (if changed), its audit row and NOTIFY."""
 
     id: str
-    row: dict[str, Any] | None
+    row: tuple[Any, ...] | None
     items: Items | None
     account: str | None
     change: tuple[Any, ...] | None
@@ -197,31 +200,31 @@ def _plan_write(
 
 
 def _execute_writes(conn: psycopg.Connection[Any], writes: Sequence[_Write]) -> None:
-    """Send every write in one pipeline: no round trip per statement."""
+    """Send every write in one pipeline, one statement per table: no round trip, no statement, per row."""
     if not writes:
         return
     rows = [w.row for w in writes if w.row is not None]
     replaced = [w for w in writes if w.items is not None]
-    with conn.pipeline(), conn.cursor() as cur:
+    with conn.pipeline():
         if rows:
-            cur.executemany(_UPSERT_SUBSCRIPTION, rows)
+            execute_rows(conn, _UPSERT_SUBSCRIPTION, rows)
         if replaced:
-            cur.execute("DELETE FROM subscription_items WHERE subscription_id = ANY(%s)", ([w.id for w in replaced],))
+            conn.execute("DELETE FROM subscription_items WHERE subscription_id = ANY(%s)", ([w.id for w in replaced],))
             item_rows = [
                 (w.id, w.account, *(getattr(item, column) for column in ITEM_COLUMNS))
                 for w in replaced
                 for item in w.items or ()
             ]
             if item_rows:
-                cur.executemany(_INSERT_ITEM, item_rows)
+                execute_rows(conn, _INSERT_ITEM, item_rows)
         changes = [w.change for w in writes if w.change is not None]
         if changes:
-            cur.executemany(_INSERT_CHANGE, changes)
+            execute_rows(conn, _INSERT_CHANGE, changes)
         access_changes = [w.access_change for w in writes if w.access_change is not None]
         if access_changes:
             # Taken last, held to the commit: feed ids are handed out in commit order.
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
-            cur.executemany(_INSERT_ACCESS_CHANGE, access_changes)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
+            execute_rows(conn, _INSERT_ACCESS_CHANGE, access_changes)
 
 
 def save_subscription(
