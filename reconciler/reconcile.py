@@ -21,7 +21,7 @@ we hold anything of, each listed on its own account):
    they imply and the ledger lacks added (reconciler/money.py).
 
 Repairs go through the worker's own paths (`apply_subscription_snapshots`,
-`subsync.invoice_effects.apply_invoice`): access, owed amount, the audit trail (source
+`subsync.invoice_effects.apply_invoices`): access, owed amount, the audit trail (source
 `reconcile`, source id the run id) and NOTIFY follow. A snapshot is stamped
 with the `Date` of the answer that carried it, so a webhook applied after
 the page was fetched is newer and is left alone. Pages are read one ahead
@@ -47,7 +47,7 @@ from reconciler.money import reconcile_reversals
 from reconciler.readahead import read_ahead
 from reconciler.report import MAX_LISTED, AccountRun, Figures, Report, note_verdict
 from subsync import drift, logs
-from subsync.invoice_effects import apply_invoice
+from subsync.invoice_effects import apply_invoices
 from subsync.ledger import facts_implied_by_invoice
 from subsync.store import invoices, jobs, locks, payments, subscriptions
 from subsync.stripe_api import Snapshot, StripeApi
@@ -167,15 +167,13 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
             return
         with conn.transaction():
             locks.lock_objects(conn, [locks.invoice_key(s.id, s.subscription_id) for s, _, _ in parsed])
-            for snapshot, seen_at in to_apply:
-                written = apply_invoice(
-                    conn, snapshot, seen_at, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
-                )
-                run.figures.invoices_fixed += int(written)
-            for fact in facts:
-                if fact.fact_key in missing_facts:
-                    added = payments.record_payment(conn, fact, None, source="reconcile", source_id=run.source_id)
-                    run.figures.ledger_added += int(added)
+            written = apply_invoices(
+                conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
+            )
+            run.figures.invoices_fixed += sum(written)
+            missing = [fact for fact in facts if fact.fact_key in missing_facts]
+            added = payments.record_payments(conn, missing, None, source="reconcile", source_id=run.source_id)
+            run.figures.ledger_added += len(added)
         run.bulk.wrote(len(to_apply))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row, scalar_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
@@ -200,11 +200,13 @@ def _rows_sql(statement: RowsStatement, rows: int) -> str:
     return f"{statement.head} {values} {statement.tail}"
 
 
-def execute_rows(conn: psycopg.Connection[Any], statement: RowsStatement, rows: Sequence[Sequence[Any]]) -> list[Any]:
-    """Run `statement` over `rows`, as many to a statement as PostgreSQL takes; what it returns (a column), in order."""
-    returned: list[Any] = []
+def execute_rows(
+    conn: psycopg.Connection[Any], statement: RowsStatement, rows: Sequence[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """Run `statement` over `rows`, as many to a statement as PostgreSQL takes; the rows it returns, in order."""
+    returned: list[tuple[Any, ...]] = []
     per_statement = MAX_PARAMS // statement.params_per_row
-    with psycopg.RawCursor(conn, row_factory=scalar_row) as cur:
+    with psycopg.RawCursor(conn, row_factory=tuple_row) as cur:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             cur.execute(_rows_sql(statement, len(chunk)), [value for row in chunk for value in row])

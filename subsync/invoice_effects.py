@@ -10,6 +10,7 @@ The caller holds the invoice's lock (subsync.store.locks.invoice_key), in a tran
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,30 @@ from subsync.reactivate import settle
 from subsync.store import invoices, subscriptions
 from subsync.store.subscriptions import Source
 from subsync.stripe_objects import InvoiceSnapshot
+
+
+def apply_invoices(
+    conn: psycopg.Connection[Any],
+    snapshots: Sequence[tuple[InvoiceSnapshot, datetime]],
+    *,
+    now: datetime,
+    grace: timedelta,
+    source: Source,
+    source_id: str | None,
+) -> list[bool]:
+    """Apply each snapshot unless we hold a newer one, and its effects; for each, True if its row was written."""
+    applied = []
+    for (snapshot, _), written in zip(snapshots, invoices.apply_invoice_snapshots(conn, snapshots), strict=True):
+        applied.append(written is not None)
+        if written is None or snapshot.subscription_id is None:
+            continue
+        if written.subscription_suspended:
+            subscriptions.reprice_owed_amount(
+                conn, snapshot.subscription_id, now=now, grace=grace, source=source, source_id=source_id
+            )
+        if written.settles_reactivation:
+            settle(conn, snapshot.subscription_id, snapshot.id)
+    return applied
 
 
 def apply_invoice(
@@ -31,14 +56,6 @@ def apply_invoice(
     source: Source,
     source_id: str | None,
 ) -> bool:
-    """Apply `snapshot` unless we hold a newer one, and its effects; True if its row was written."""
-    written = invoices.apply_invoice_snapshot(conn, snapshot, seen_at)
-    if written is None or snapshot.subscription_id is None:
-        return written is not None
-    if written.subscription_suspended:
-        subscriptions.reprice_owed_amount(
-            conn, snapshot.subscription_id, now=now, grace=grace, source=source, source_id=source_id
-        )
-    if written.settles_reactivation:
-        settle(conn, snapshot.subscription_id, snapshot.id)
-    return True
+    """`apply_invoices` of one: True if its row was written."""
+    [written] = apply_invoices(conn, [(snapshot, seen_at)], now=now, grace=grace, source=source, source_id=source_id)
+    return written

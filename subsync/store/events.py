@@ -80,7 +80,7 @@ def insert_many(conn: psycopg.Connection[Any], arrivals: Sequence[Arrival]) -> s
     other mode, whose `reason` is kept in `last_error`) is never applied.
     An id given twice is stored once.
     """
-    return set(execute_rows(conn, _INSERT, [_insert_row(a) for a in arrivals])) if arrivals else set()
+    return {event_id for (event_id,) in execute_rows(conn, _INSERT, [_insert_row(a) for a in arrivals])}
 
 
 def insert(

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from subsync.access import Access
-from subsync.db import Query, fetch_together, id_match
+from subsync.db import Query, RowsStatement, execute_rows, fetch_together, id_match
 from subsync.store import reactivations
 from subsync.stripe_objects import InvoiceSnapshot
 from subsync.transitions import UNPAID_INVOICE_STATUSES, InvoiceState, next_invoice_state, unpaid_invoice_for_owed
@@ -44,11 +44,6 @@ def unfinished_created_before(conn: psycopg.Connection[Any], cutoff: datetime, *
         (account, cutoff),
     ).fetchall()
     return [r["id"] for r in rows]
-
-
-def load_invoice(conn: psycopg.Connection[Any], invoice_id: str) -> InvoiceState | None:
-    row = conn.execute(f"{_SELECT} WHERE id = %s FOR UPDATE", (invoice_id,)).fetchone()
-    return None if row is None else InvoiceState.from_row(row)
 
 
 def unpaid_invoices(conn: psycopg.Connection[Any], subscription_ids: Sequence[str]) -> dict[str, InvoiceState]:
@@ -94,16 +89,16 @@ def unpaid_invoice(conn: psycopg.Connection[Any], subscription_id: str) -> Invoi
     return unpaid_invoices(conn, [subscription_id]).get(subscription_id)
 
 
-_UPSERT_INVOICE = (
-    f"INSERT INTO invoices ({', '.join(INVOICE_COLUMNS)}, updated_at)"  # noqa: S608 - fixed names
-    f" VALUES ({', '.join(f'%({c})s' for c in INVOICE_COLUMNS)}, now())"
-    f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in INVOICE_COLUMNS if c != 'id')},"
-    " updated_at = now()"
+_UPSERT_INVOICE = RowsStatement(
+    head=f"INSERT INTO invoices ({', '.join(INVOICE_COLUMNS)}, updated_at) VALUES",
+    row=f"({', '.join(['{}'] * len(INVOICE_COLUMNS))}, now())",
+    tail="ON CONFLICT (id) DO UPDATE SET "  # noqa: S608 - fixed names
+    + ", ".join([*(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "id"), "updated_at = now()"])
     # Read in the same statement: the subscription's access (only a suspended
     # one is repriced), and whether a reactivation waits for its payment.
-    " RETURNING (SELECT s.access FROM subscriptions AS s WHERE s.id = invoices.subscription_id) AS access,"
+    + " RETURNING id, (SELECT s.access FROM subscriptions AS s WHERE s.id = invoices.subscription_id) AS access,"
     " EXISTS (SELECT 1 FROM reactivations AS r"
-    "  WHERE r.new_subscription_id = invoices.subscription_id AND r.status = 'created') AS reactivating"
+    "  WHERE r.new_subscription_id = invoices.subscription_id AND r.status = 'created') AS reactivating",
 )
 
 
@@ -116,21 +111,59 @@ class InvoiceWritten:
     settles_reactivation: bool = False
 
 
+def apply_invoice_snapshots(
+    conn: psycopg.Connection[Any], snapshots: Sequence[tuple[InvoiceSnapshot, datetime]]
+) -> list[InvoiceWritten | None]:
+    """Upsert each invoice unless we hold a newer snapshot (or the same), in one statement; for each, what was written.
+
+    None for a snapshot that wrote nothing. Several snapshots of one invoice
+    are applied in order, its row written once. The upsert also reads each
+    invoice's subscription's access, so that the caller reprices only a
+    suspended subscription without reading it again.
+    """
+    current = _load_for_update(conn, sorted({snapshot.id for snapshot, _ in snapshots}))
+    changes: list[tuple[str, InvoiceState | None, InvoiceState] | None] = []
+    written: dict[str, InvoiceState] = {}
+    for snapshot, seen_at in snapshots:
+        before = current.get(snapshot.id)
+        after = next_invoice_state(before, snapshot, seen_at)
+        if after is None or after == before:
+            changes.append(None)
+            continue
+        current[snapshot.id] = written[snapshot.id] = after
+        changes.append((snapshot.id, before, after))
+    rows = [tuple(getattr(after, column) for column in INVOICE_COLUMNS) for after in written.values()]
+    read = {
+        invoice_id: (access, reactivating)
+        for invoice_id, access, reactivating in execute_rows(conn, _UPSERT_INVOICE, rows)
+    }
+    results: list[InvoiceWritten | None] = []
+    for change in changes:
+        if change is None:
+            results.append(None)
+            continue
+        invoice_id, before, after = change
+        access, reactivating = read.get(invoice_id, (None, False))
+        became_paid = after.status == "paid" and (before is None or before.status != "paid")
+        results.append(
+            InvoiceWritten(
+                subscription_suspended=access == Access.SUSPENDED.value,
+                settles_reactivation=became_paid and bool(reactivating),
+            )
+        )
+    return results
+
+
 def apply_invoice_snapshot(
     conn: psycopg.Connection[Any], snapshot: InvoiceSnapshot, seen_at: datetime
 ) -> InvoiceWritten | None:
-    """Upsert the invoice unless we hold a newer snapshot (or the same). None if nothing was written.
+    """`apply_invoice_snapshots` of one."""
+    return apply_invoice_snapshots(conn, [(snapshot, seen_at)])[0]
 
-    The upsert also reads its subscription's access, so that the caller
-    reprices only a suspended subscription without reading it again.
-    """
-    before = load_invoice(conn, snapshot.id)
-    after = next_invoice_state(before, snapshot, seen_at)
-    if after is None or after == before:
-        return None
-    row = conn.execute(_UPSERT_INVOICE, {column: getattr(after, column) for column in INVOICE_COLUMNS}).fetchone()
-    became_paid = after.status == "paid" and (before is None or before.status != "paid")
-    return InvoiceWritten(
-        subscription_suspended=row is not None and row["access"] == Access.SUSPENDED.value,
-        settles_reactivation=became_paid and row is not None and bool(row["reactivating"]),
-    )
+
+def _load_for_update(conn: psycopg.Connection[Any], invoice_ids: Sequence[str]) -> dict[str, InvoiceState]:
+    if not invoice_ids:
+        return {}
+    where, param, prepare = id_match("id", invoice_ids)
+    rows = conn.execute(f"{_SELECT} WHERE {where} ORDER BY id FOR UPDATE", (param,), prepare=prepare).fetchall()
+    return {row["id"]: InvoiceState.from_row(row) for row in rows}

@@ -7,9 +7,41 @@ from typing import Any, Literal
 
 import psycopg
 
+from subsync.db import RowsStatement, execute_rows
 from subsync.ledger import PaymentFact
 
 LedgerSource = Literal["webhook", "reconcile"]
+
+
+_INSERT = RowsStatement(
+    head="INSERT INTO payments (stripe_event_id, fact_key, customer_id, subscription_id, invoice_id,"
+    " checkout_session_id, amount, currency, status, occurred_at, account, source, source_id) VALUES",
+    row="({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+    tail="ON CONFLICT DO NOTHING RETURNING fact_key",
+)
+
+
+def record_payments(
+    conn: psycopg.Connection[Any],
+    facts: Sequence[PaymentFact],
+    event_id: str | None,
+    *,
+    source: LedgerSource = "webhook",
+    source_id: str | None = None,
+) -> set[str]:
+    """Add a ledger row for each fact not recorded already, in one statement; the fact keys added.
+
+    A row from an event names it (`event_id`); one the reconciliation
+    finds implied by Stripe's objects has none, and names its run.
+    """
+    rows = [
+        (
+            *(event_id, f.fact_key, f.customer_id, f.subscription_id, f.invoice_id, f.checkout_session_id),
+            *(f.amount, f.currency, f.status, f.occurred_at, f.account, source, source_id),
+        )
+        for f in facts
+    ]
+    return {fact_key for (fact_key,) in execute_rows(conn, _INSERT, rows)}
 
 
 def record_payment(
@@ -20,37 +52,8 @@ def record_payment(
     source: LedgerSource = "webhook",
     source_id: str | None = None,
 ) -> bool:
-    """Add a ledger row unless the fact is recorded already. True if added.
-
-    A row from an event names it (`event_id`); one the reconciliation
-    finds implied by Stripe's objects has none, and names its run.
-    """
-    row = conn.execute(
-        """
-        INSERT INTO payments (stripe_event_id, fact_key, customer_id, subscription_id, invoice_id,
-                              checkout_session_id, amount, currency, status, occurred_at, account,
-                              source, source_id)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-        """,
-        (
-            event_id,
-            fact.fact_key,
-            fact.customer_id,
-            fact.subscription_id,
-            fact.invoice_id,
-            fact.checkout_session_id,
-            fact.amount,
-            fact.currency,
-            fact.status,
-            fact.occurred_at,
-            fact.account,
-            source,
-            source_id,
-        ),
-    ).fetchone()
-    return row is not None
+    """Add a ledger row unless the fact is recorded already (`record_payments` of one). True if added."""
+    return fact.fact_key in record_payments(conn, [fact], event_id, source=source, source_id=source_id)
 
 
 def recorded_fact_keys(conn: psycopg.Connection[Any], fact_keys: Sequence[str]) -> set[str]:
