@@ -168,6 +168,18 @@ def test_a_bug_in_the_statement_reaches_every_waiting_request_and_the_lead_is_gi
         commit.submit(arrival_of(make_event()))
 
 
+def test_a_sender_that_fails_leaves_the_answers_and_the_rows_to_the_sweep(conn):
+    def broken_sender(ids: list[str]) -> int:
+        raise RuntimeError("can't start new thread")
+
+    commit = GroupCommit(db.pool(), broken_sender, livemode=False)
+    event = make_event()
+    ingested = commit.submit(arrival_of(event))
+    assert (ingested.new, ingested.queued) == (True, False)
+    row = conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()
+    assert row["status"] == "received"  # the outbox sweep queues it
+
+
 def test_concurrent_signed_deliveries_are_each_stored_and_queued_once(client, conn, broker):
     events = [make_event() for _ in range(60)]
     deliveries = events + events[:20]  # Stripe's duplicates among them

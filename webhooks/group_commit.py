@@ -25,8 +25,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from subsync import logs
 from subsync.intake import Ingested, Stored, store
 from subsync.store.events import Arrival
+
+log = logs.get_logger(__name__)
 
 # Rows per statement: beyond this a statement's cost grows with its rows and
 # the requests in it wait longer for their answer.
@@ -131,6 +134,10 @@ class GroupCommit:
             waiting.stored = outcome
         to_queue = [w for w in batch if w.stored is not None and w.stored.to_queue]
         if to_queue:
-            taken = self._send([w.arrival.header.id for w in to_queue])
+            try:
+                taken = self._send([w.arrival.header.id for w in to_queue])
+            except Exception:  # the rows are committed: answer them; the outbox sweep queues them
+                log.exception("send_failed", events=len(to_queue))
+                taken = 0
             for waiting in to_queue[:taken]:
                 waiting.queued = True
