@@ -31,6 +31,11 @@ def other_mode_reason(event_livemode: bool) -> str:
     return f"ignored: a {event}-mode event, and this deployment is in {ours} mode"
 
 
+def is_other_mode(header: EventHeader, livemode: bool) -> bool:
+    """A live event in a test deployment, or the reverse: stored ignored, never applied."""
+    return header.livemode != livemode
+
+
 def arrival(header: EventHeader, payload_json: str, *, livemode: bool) -> events.Arrival:
     """The row an event is stored as in a deployment of mode `livemode`.
 
@@ -38,7 +43,7 @@ def arrival(header: EventHeader, payload_json: str, *, livemode: bool) -> events
     never queued; so is an event of a type the worker does not apply
     (subsync.event_types.is_applied).
     """
-    other_mode = header.livemode != livemode
+    other_mode = is_other_mode(header, livemode)
     reason = other_mode_reason(header.livemode) if other_mode else None
     # Queuing an event only for the worker to ignore it would cost a message
     # each way for nothing; a good share of a real account's events are types
@@ -107,4 +112,4 @@ def store_and_queue(
     a = arrival(header, payload_json, livemode=livemode)
     [stored] = store(pool, [a])
     sent = send([header.id]) if stored.to_queue else 0
-    return Ingested(new=stored.new, queued=sent > 0, other_mode=header.livemode != livemode)
+    return Ingested(new=stored.new, queued=sent > 0, other_mode=is_other_mode(header, livemode))

@@ -26,7 +26,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from subsync import logs
-from subsync.intake import Ingested, Stored, store
+from subsync.intake import Ingested, Stored, is_other_mode, store
 from subsync.store.events import Arrival
 
 log = logs.get_logger(__name__)
@@ -88,7 +88,7 @@ class GroupCommit:
         return Ingested(
             new=me.stored.new,
             queued=me.queued,
-            other_mode=arrival.header.livemode != self._livemode,
+            other_mode=is_other_mode(arrival.header, self._livemode),
         )
 
     def _lead(self) -> None:

@@ -154,13 +154,6 @@ def apply_invoice_snapshots(
     return results
 
 
-def apply_invoice_snapshot(
-    conn: psycopg.Connection[Any], snapshot: InvoiceSnapshot, seen_at: datetime
-) -> InvoiceWritten | None:
-    """`apply_invoice_snapshots` of one."""
-    return apply_invoice_snapshots(conn, [(snapshot, seen_at)])[0]
-
-
 def _load_for_update(conn: psycopg.Connection[Any], invoice_ids: Sequence[str]) -> dict[str, InvoiceState]:
     if not invoice_ids:
         return {}
