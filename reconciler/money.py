@@ -64,5 +64,7 @@ def _add_missing(run: AccountRun, finder: LinkFinder, facts: list[_Unlinked]) ->
         return len(missing)
     complete = [linked(fact, finder.of_charge_id(charge_id)) for fact, charge_id in missing]
     with run.pool.connection() as conn, conn.transaction():
-        added = payments.record_payments(conn, complete, None, source="reconcile", source_id=run.source_id)
+        added = payments.record_payments(
+            conn, [(f, None) for f in complete], source="reconcile", source_id=run.source_id
+        )
     return len(added)

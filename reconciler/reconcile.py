@@ -172,7 +172,9 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
             )
             run.figures.invoices_fixed += sum(written)
             missing = [fact for fact in facts if fact.fact_key in missing_facts]
-            added = payments.record_payments(conn, missing, None, source="reconcile", source_id=run.source_id)
+            added = payments.record_payments(
+                conn, [(f, None) for f in missing], source="reconcile", source_id=run.source_id
+            )
             run.figures.ledger_added += len(added)
         run.bulk.wrote(len(to_apply))
 

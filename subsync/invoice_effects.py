@@ -29,17 +29,24 @@ def apply_invoices(
     now: datetime,
     grace: timedelta,
     source: Source,
-    source_id: str | None,
+    source_id: str | None = None,
+    source_ids: Sequence[str | None] | None = None,
 ) -> list[bool]:
-    """Apply each snapshot unless we hold a newer one, and its effects; for each, True if its row was written."""
+    """Apply each snapshot unless we hold a newer one, and its effects; for each, True if its row was written.
+
+    `source_ids`: each snapshot's own source id (the worker's, its event's)
+    for the audit rows its effects write, instead of `source_id` for all.
+    """
+    named = [source_id] * len(snapshots) if source_ids is None else list(source_ids)
     applied = []
-    for (snapshot, _), written in zip(snapshots, invoices.apply_invoice_snapshots(conn, snapshots), strict=True):
+    written_rows = invoices.apply_invoice_snapshots(conn, snapshots)
+    for (snapshot, _), written, snapshot_source_id in zip(snapshots, written_rows, named, strict=True):
         applied.append(written is not None)
         if written is None or snapshot.subscription_id is None:
             continue
         if written.subscription_suspended:
             subscriptions.reprice_owed_amount(
-                conn, snapshot.subscription_id, now=now, grace=grace, source=source, source_id=source_id
+                conn, snapshot.subscription_id, now=now, grace=grace, source=source, source_id=snapshot_source_id
             )
         if written.settles_reactivation:
             settle(conn, snapshot.subscription_id, snapshot.id)

@@ -81,7 +81,7 @@ def test_payments_recorded_together_add_each_fact_once(conn):
 
     assert payments.record_payment(conn, fact("invoice:in_0:paid"), None) is True
     added = payments.record_payments(
-        conn, [fact("invoice:in_0:paid"), fact("invoice:in_1:paid"), fact("invoice:in_1:paid")], None
+        conn, [(fact("invoice:in_0:paid"), None), (fact("invoice:in_1:paid"), None), (fact("invoice:in_1:paid"), None)]
     )
     assert added == {"invoice:in_1:paid"}
     assert conn.execute("SELECT count(*) AS n FROM payments").fetchone()["n"] == 2

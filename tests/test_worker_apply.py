@@ -206,6 +206,50 @@ def test_a_failing_member_fails_alone_and_the_others_commit(client, conn):
     assert row["retry_at"] is None
 
 
+def test_events_of_one_kind_applied_together_keep_their_order_and_their_audit_rows(client, conn):
+    now = int(time.time())
+    batch = [
+        make_event("customer.subscription.created", subscription_obj("sub_a"), created=now - 10),
+        make_event("customer.subscription.created", subscription_obj("sub_b"), created=now - 10),
+        make_event("customer.subscription.updated", subscription_obj("sub_a", status="past_due"), created=now - 5),
+        make_event("customer.subscription.updated", subscription_obj("sub_b", cancel_at_period_end=True), created=now),
+        make_event("customer.subscription.updated", subscription_obj("sub_a", status="active"), created=now),
+    ]
+    for event in batch:
+        post_event(client, event)
+    results = apply_batch([event["id"] for event in batch])
+    assert {r.status for r in results.values()} == {"processed"}
+    rows = conn.execute("SELECT id, status, cancel_at_period_end FROM subscriptions ORDER BY id").fetchall()
+    assert [(r["id"], r["status"], r["cancel_at_period_end"]) for r in rows] == [
+        ("sub_a", "active", False),
+        ("sub_b", "active", True),
+    ]
+    # One audit row per event that changed something, named by it, in the order received.
+    changes = conn.execute("SELECT subscription_id, source_id, after FROM subscription_changes ORDER BY id").fetchall()
+    assert [(c["subscription_id"], c["source_id"]) for c in changes] == [
+        ("sub_a", batch[0]["id"]),
+        ("sub_b", batch[1]["id"]),
+        ("sub_a", batch[2]["id"]),
+        ("sub_b", batch[3]["id"]),
+        ("sub_a", batch[4]["id"]),
+    ]
+    assert changes[2]["after"]["status"] == "past_due"
+    assert changes[4]["after"]["status"] == "active"
+
+
+def test_a_failing_member_of_events_applied_together_fails_alone(client, conn):
+    good = make_event("customer.subscription.created", subscription_obj("sub_a"))
+    bad = malformed_subscription_event()
+    other = make_event("customer.subscription.created", subscription_obj("sub_b"))
+    for event in (good, bad, other):
+        post_event(client, event)
+    results = apply_batch([good["id"], bad["id"], other["id"]])
+    assert [results[e["id"]].status for e in (good, bad, other)] == ["processed", "failed", "processed"]
+    assert count(conn, "SELECT count(*) AS n FROM subscriptions") == 2
+    assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 2
+    assert event_row(conn, bad["id"])["last_error"].startswith("MalformedObject: ")
+
+
 def test_a_transient_failure_gets_a_retry_of_its_own_with_backoff(client, conn, broken_subscriptions_table):
     sub, cus = make_event("customer.subscription.created", subscription_obj()), customer_event(1)
     for event in (sub, cus):

@@ -4,12 +4,13 @@
    commit of its own, so an attempt killed -9 still shows);
 2. one transaction: lock their rows (oldest received first; events a
    concurrent message finished meanwhile are skipped), read each payload,
-   take every advisory lock the handlers need in one order, run each
-   handler, record every outcome in one statement, commit. A crash
-   anywhere in it rolls everything back: the rows stay `processing` for
-   the outbox sweep;
+   take every advisory lock the handlers need in one order, run the
+   handlers, each over a group of events of its kind that share no lock
+   (worker.waves: a few statements per group, not per event), record every
+   outcome in one statement, commit. A crash anywhere in it rolls
+   everything back: the rows stay `processing` for the outbox sweep;
 3. if a handler raises, the transaction is rolled back and run again with
-   each handler in a savepoint of its own: the event that raises is rolled
+   each event alone in a savepoint of its own: the event that raises is rolled
    back to its savepoint and recorded `failed` with a one-line reason in
    the same commit as the others, so it never fails a neighbour. A transient failure gets a retry of
    its own, a delayed message (Dramatiq's backoff over the event's
@@ -36,15 +37,15 @@ import structlog
 from dramatiq.common import compute_backoff
 from psycopg_pool import ConnectionPool
 
-from subsync import db, logs, metrics
+from subsync import db, event_types, logs, metrics
 from subsync.broker import MAX_BACKOFF_MS, MAX_RETRIES, MIN_BACKOFF_MS
 from subsync.envelope import InvalidPayload, loads
 from subsync.intake import other_mode_reason
 from subsync.store import events, locks
 from subsync.stripe_api import StripeApi
 from subsync.stripe_objects import MalformedObject
-from worker import prefetch, thin
-from worker.handlers import Handler, context_for, handler_for, lock_keys
+from worker import prefetch, thin, waves
+from worker.handlers import HANDLERS, Context, context_for, lock_keys
 
 log = logs.get_logger(__name__)
 
@@ -162,30 +163,36 @@ def _apply(
                 results.append(Result(event.id, event.type, "ignored", other_mode_reason(not livemode)))
                 continue
             ready.append((event, payload))
-        locks.lock_objects(
-            conn, [key for event, payload in ready for key in lock_keys(payload.get("type", ""), _object(payload))]
-        )
+        locks.lock_objects(conn, [key for _, payload in ready for key in _keys(payload)])
+        runnable: list[_Runnable] = []
         for event, payload in ready:
-            structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
-            handler = handler_for(payload.get("type") or event.type)
-            if handler is None:
+            kind = event_types.kind_of(payload.get("type") or event.type)
+            if kind is None:
                 results.append(Result(event.id, event.type, "ignored"))
                 continue
-            if not isolate:
+            try:
+                ctx = _context(event, payload, grace)
+            except Exception as exc:  # noqa: BLE001 - a snapshot a handler cannot be given fails this event alone
+                results.append(_failed(event.id, event.type, event.attempts, exc))
+                continue
+            runnable.append(_Runnable(event, kind, ctx))
+        if isolate:
+            for one in runnable:
                 try:
-                    results.append(Result(event.id, event.type, _run(conn, handler, event, payload, grace)))
+                    with conn.transaction():  # a savepoint: a failure rolls back this event only
+                        results.extend(_run(conn, [one]))
+                except Exception as exc:
+                    if conn.broken:
+                        raise
+                    results.append(_failed(one.event.id, one.event.type, one.event.attempts, exc))
+        else:
+            for group in waves.plan_groups(runnable, _runnable_keys, _group_key):
+                try:
+                    results.extend(_run(conn, group))
                 except Exception as exc:
                     if conn.broken:
                         raise
                     raise _HandlerRaised from exc
-                continue
-            try:
-                with conn.transaction():  # a savepoint: a failure rolls back this event only
-                    results.append(Result(event.id, event.type, _run(conn, handler, event, payload, grace)))
-            except Exception as exc:
-                if conn.broken:
-                    raise
-                results.append(_failed(event.id, event.type, event.attempts, exc))
         events.finish(conn, [_finished(r) for r in results])
     return results
 
@@ -207,15 +214,39 @@ def _object(payload: Any) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def _run(
-    conn: psycopg.Connection[Any],
-    handler: Handler,
-    event: events.StoredEvent,
-    payload: dict[str, Any],
-    grace: timedelta,
-) -> events.Outcome:
-    fetched = thin.is_thin(event.type)
-    return handler(conn, context_for(event.id, payload, replayed=event.replays > 0, grace=grace, fetched=fetched))
+def _keys(payload: dict[str, Any]) -> list[str]:
+    return lock_keys(payload.get("type", ""), _object(payload))
+
+
+@dataclass(frozen=True)
+class _Runnable:
+    """An event a handler applies: its row, its kind and what the handler is given."""
+
+    event: events.StoredEvent
+    kind: event_types.Kind
+    ctx: Context
+
+
+def _runnable_keys(runnable: _Runnable) -> list[str]:
+    return lock_keys(runnable.ctx.event_type, runnable.ctx.obj)
+
+
+def _group_key(runnable: _Runnable) -> tuple[str, str]:
+    return runnable.kind, runnable.ctx.source
+
+
+def _context(event: events.StoredEvent, payload: dict[str, Any], grace: timedelta) -> Context:
+    return context_for(event.id, payload, replayed=event.replays > 0, grace=grace, fetched=thin.is_thin(event.type))
+
+
+def _run(conn: psycopg.Connection[Any], group: list[_Runnable]) -> list[Result]:
+    """One handler over a group of its events (worker.waves): a result for each."""
+    if len(group) == 1:  # the log lines a handler writes name its event
+        structlog.contextvars.bind_contextvars(event_id=group[0].event.id, event_type=group[0].event.type)
+    else:
+        structlog.contextvars.unbind_contextvars("event_id", "event_type")
+    outcomes = HANDLERS[group[0].kind](conn, [one.ctx for one in group])
+    return [Result(one.event.id, one.event.type, outcome) for one, outcome in zip(group, outcomes, strict=True)]
 
 
 def one_line(exc: BaseException) -> str:

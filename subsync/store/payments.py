@@ -23,23 +23,23 @@ _INSERT = RowsStatement(
 
 def record_payments(
     conn: psycopg.Connection[Any],
-    facts: Sequence[PaymentFact],
-    event_id: str | None,
+    facts: Sequence[tuple[PaymentFact, str | None]],
     *,
     source: LedgerSource = "webhook",
     source_id: str | None = None,
 ) -> set[str]:
     """Add a ledger row for each fact not recorded already, in one statement; the fact keys added.
 
-    A row from an event names it (`event_id`); one the reconciliation
-    finds implied by Stripe's objects has none, and names its run.
+    Each fact comes with the event that states it, which its row names; one
+    the reconciliation finds implied by Stripe's objects has none, and names
+    its run. Of facts given twice the first is recorded.
     """
     rows = [
         (
             *(event_id, f.fact_key, f.customer_id, f.subscription_id, f.invoice_id, f.checkout_session_id),
             *(f.amount, f.currency, f.status, f.occurred_at, f.account, source, source_id),
         )
-        for f in facts
+        for f, event_id in facts
     ]
     return {fact_key for (fact_key,) in execute_rows(conn, _INSERT, rows)}
 
@@ -53,7 +53,7 @@ def record_payment(
     source_id: str | None = None,
 ) -> bool:
     """Add a ledger row unless the fact is recorded already (`record_payments` of one). True if added."""
-    return fact.fact_key in record_payments(conn, [fact], event_id, source=source, source_id=source_id)
+    return fact.fact_key in record_payments(conn, [(fact, event_id)], source=source, source_id=source_id)
 
 
 def recorded_fact_keys(conn: psycopg.Connection[Any], fact_keys: Sequence[str]) -> set[str]:

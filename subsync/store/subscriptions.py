@@ -254,16 +254,21 @@ def apply_subscription_snapshots(
     grace: timedelta,
     source: Source,
     source_id: str | None,
+    source_ids: Sequence[str | None] | None = None,
     locked: bool = False,
 ) -> list[Applied]:
     """Apply Stripe's view of several subscriptions, skipping any older than ours.
 
-    The reconciler applies a page at a time: the locks, the reads and the
-    writes are one statement each however many subscriptions the page holds.
+    The reconciler applies a page at a time, the worker a batch of events:
+    the locks, the reads and the writes are one statement each however many
+    subscriptions there are. `source_ids`: each snapshot's own source id
+    (the worker's, its event's) instead of `source_id` for all; a
+    subscription given twice gets one audit row, named by the later.
     `locked`: the caller holds their locks already (the worker takes every
     lock of its batch first).
     """
     ids = [snapshot.id for snapshot, _ in snapshots]
+    named = [source_id] * len(snapshots) if source_ids is None else list(source_ids)
     if not locked:
         lock_subscriptions(conn, ids)
     # The three reads in one round trip.
@@ -272,9 +277,9 @@ def apply_subscription_snapshots(
     stored_items = _items_from(rows[1])
     unpaid = unpaid_invoices_from(conn, rows[2])
     results: list[Applied] = []
-    # Per subscription: the row and items before this call, and after its last applied snapshot.
-    writes: dict[str, tuple[SubscriptionState | None, Items, SubscriptionState, Items]] = {}
-    for snapshot, seen_at in snapshots:
+    # Per subscription: the row and items before this call, after its last applied snapshot, and its source id.
+    writes: dict[str, tuple[SubscriptionState | None, Items, SubscriptionState, Items, str | None]] = {}
+    for (snapshot, seen_at), snapshot_source_id in zip(snapshots, named, strict=True):
         before = current.get(snapshot.id)
         after = next_subscription_state(
             before, snapshot, seen_at, now=now, grace=grace, unpaid_invoice=unpaid.get(snapshot.id)
@@ -286,14 +291,14 @@ def apply_subscription_snapshots(
         items_after = items_of(snapshot)
         earlier = writes.get(snapshot.id)
         first_before, first_items = (earlier[0], earlier[1]) if earlier else (before, items_before)
-        writes[snapshot.id] = (first_before, first_items, after, items_after)
+        writes[snapshot.id] = (first_before, first_items, after, items_after, snapshot_source_id)
         current[snapshot.id] = after
         stored_items[snapshot.id] = items_after
         changed = bool(changed_columns(before, after)[1]) or items_before != items_after
         results.append(Applied(state=after, stale=False, changed=changed))
     planned = [
-        _plan_write(b, a, source=source, source_id=source_id, items_before=ib, items_after=ia)
-        for b, ib, a, ia in writes.values()
+        _plan_write(b, a, source=source, source_id=sid, items_before=ib, items_after=ia)
+        for b, ib, a, ia, sid in writes.values()
     ]
     _execute_writes(conn, [w for w in planned if w is not None])
     return results

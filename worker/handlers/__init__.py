@@ -1,9 +1,10 @@
 """One handler per kind of Stripe object, chosen by a pure lookup on the event type.
 
 Handlers run inside the applying transaction (worker.apply), which holds
-the advisory locks `lock_keys` names for the event, and return the event's
-outcome: 'processed', or 'ignored' for a type we do not handle. Named
-`handle_<object>_event` as in Zulip's corporate/ handlers.
+the advisory locks `lock_keys` names for the events. Each applies a batch of
+events of its kind that share no lock key (worker.waves), a few statements
+for the batch, and returns each event's outcome. Named
+`handle_<object>_events` after Zulip's corporate/ handlers.
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ from typing import Any
 from subsync import event_types
 from subsync.store.locks import entitlements_key, invoice_key, subscription_key
 from subsync.stripe_objects import invoice_subscription_id, summary_customer_id
-from worker.handlers.checkout import handle_checkout_event
+from worker.handlers.checkout import handle_checkout_events
 from worker.handlers.context import Context, Handler, context_for
-from worker.handlers.customers import handle_customer_event
-from worker.handlers.entitlements import handle_entitlements_event
-from worker.handlers.invoices import handle_invoice_event
-from worker.handlers.money import handle_money_event
-from worker.handlers.subscriptions import handle_subscription_event
+from worker.handlers.customers import handle_customer_events
+from worker.handlers.entitlements import handle_entitlements_events
+from worker.handlers.invoices import handle_invoice_events
+from worker.handlers.money import handle_money_events
+from worker.handlers.subscriptions import handle_subscription_events
 
 __all__ = ["HANDLERS", "Context", "Handler", "context_for", "handler_for", "lock_keys"]
 
 HANDLERS: dict[event_types.Kind, Handler] = {
-    "subscription": handle_subscription_event,
-    "invoice": handle_invoice_event,
-    "checkout": handle_checkout_event,
-    "customer": handle_customer_event,
-    "entitlements": handle_entitlements_event,
-    "refund": handle_money_event,
-    "dispute": handle_money_event,
+    "subscription": handle_subscription_events,
+    "invoice": handle_invoice_events,
+    "checkout": handle_checkout_events,
+    "customer": handle_customer_events,
+    "entitlements": handle_entitlements_events,
+    "refund": handle_money_events,
+    "dispute": handle_money_events,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -9,10 +10,11 @@ import psycopg
 from subsync.store.events import Outcome
 from subsync.stripe_objects import parse_checkout_session
 from worker.handlers.context import Context
-from worker.handlers.ledger import record_ledger_fact
+from worker.handlers.ledger import record_ledger_facts
 
 
-def handle_checkout_event(conn: psycopg.Connection[Any], ctx: Context) -> Outcome:
-    parse_checkout_session(ctx.obj)  # validates the shape before the ledger reads it
-    record_ledger_fact(conn, ctx)
-    return "processed"
+def handle_checkout_events(conn: psycopg.Connection[Any], batch: Sequence[Context]) -> list[Outcome]:
+    for ctx in batch:
+        parse_checkout_session(ctx.obj)  # validates the shape before the ledger reads it
+    record_ledger_facts(conn, batch)
+    return ["processed"] * len(batch)

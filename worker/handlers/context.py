@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +38,18 @@ class Context:
 # it was (worker.money fetches it before the transaction).
 PAYMENT_LINKS = "payment_links"
 
-Handler = Callable[[psycopg.Connection[Any], Context], Outcome]
+# A handler applies a batch of events of its kind, in received order, that
+# share no lock key (worker.waves) and one source; an outcome for each.
+Handler = Callable[[psycopg.Connection[Any], Sequence[Context]], list[Outcome]]
+
+
+def shared(batch: Sequence[Context]) -> tuple[datetime, timedelta, Source]:
+    """The clock, grace period and source a batch is applied with: the last event's clock, which is the latest."""
+    sources = {ctx.source for ctx in batch}
+    if len(sources) != 1:
+        msg = f"a batch applied with one source, not {sorted(sources)}"
+        raise ValueError(msg)
+    return batch[-1].now, batch[-1].grace, batch[-1].source
 
 
 def context_for(

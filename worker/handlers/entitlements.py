@@ -1,7 +1,8 @@
-"""entitlements.active_entitlement_summary.updated: the customer's set of active entitlements, replaced."""
+"""entitlements.active_entitlement_summary.updated: each customer's set of active entitlements, replaced."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -12,19 +13,20 @@ from subsync.stripe_objects import MalformedObject, parse_entitlement_summary, p
 from worker.handlers.context import Context
 
 
-def handle_entitlements_event(conn: psycopg.Connection[Any], ctx: Context) -> Outcome:
-    summary = parse_entitlement_summary(ctx.obj, account=ctx.account)
-    if summary.has_more:
-        # worker.prefetch completes such a summary before it gets here; part
-        # of a list must never stand for the whole set.
-        msg = "entitlement summary still cut short (has_more) when applied"
-        raise MalformedObject(msg)
-    entitlements.apply_entitlement_set(
-        conn,
-        summary.customer_id,
-        summary.entitlements,
-        ctx.created,
-        account=summary.account,
-        previous=previous_entitlements(ctx.previous),
-    )
-    return "processed"
+def handle_entitlements_events(conn: psycopg.Connection[Any], batch: Sequence[Context]) -> list[Outcome]:
+    for ctx in batch:
+        summary = parse_entitlement_summary(ctx.obj, account=ctx.account)
+        if summary.has_more:
+            # worker.prefetch completes such a summary before it gets here;
+            # part of a list must never stand for the whole set.
+            msg = "entitlement summary still cut short (has_more) when applied"
+            raise MalformedObject(msg)
+        entitlements.apply_entitlement_set(
+            conn,
+            summary.customer_id,
+            summary.entitlements,
+            ctx.created,
+            account=summary.account,
+            previous=previous_entitlements(ctx.previous),
+        )
+    return ["processed"] * len(batch)
