@@ -16,8 +16,10 @@ Five servers, each on a fresh database:
   Skipped, with the reason printed, where node or npm is missing.
 
 The load driver posts real Stripe events (2 to 6 KB) with unique ids and a
-valid signature over keep-alive connections, one per thread, built and
-signed before each phase (bench/webhook_load.py). Phases alternate between
+valid signature over keep-alive connections that one thread drives
+together, built and signed before each phase (bench/webhook_load.py); its
+own CPU per request is shown beside the servers', since it takes from the
+same 2 cores. Phases alternate between
 the servers (the order flips each round) and the tables show the median of
 the rounds: the machine is shared and noisy. CPU per ack is the server's
 process tree plus PostgreSQL (its database's backends and the shared
@@ -202,6 +204,7 @@ class Reading:
     p99_ms: float
     cpu_ms: dict[str, float]  # per ack: server, postgres, redis
     errors: int
+    driver_ms: float = 0.0  # the load driver's CPU per request
 
     @property
     def cpu_ms_per_ack(self) -> float:
@@ -229,6 +232,7 @@ def reading(server: Server, concurrency: int, phase: Phase) -> Reading:
         p99_ms=common.percentile(ms, 99),
         cpu_ms={name: seconds * 1000 / acks for name, seconds in phase.cpu.items()},
         errors=phase.errors,
+        driver_ms=phase.driver_cpu * 1000 / max(phase.acks + phase.errors, 1),
     )
 
 
@@ -243,6 +247,7 @@ def medians(readings: Sequence[Reading]) -> Reading:
         p99_ms=common.median([r.p99_ms for r in readings]),
         cpu_ms={k: common.median([r.cpu_ms[k] for r in readings]) for k in first.cpu_ms},
         errors=sum(r.errors for r in readings),
+        driver_ms=common.median([r.driver_ms for r in readings]),
     )
 
 
@@ -328,6 +333,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
                     f"{r.p50_ms:.2f} / {r.p95_ms:.2f} / {r.p99_ms:.2f}",
                     cpu_cell(r),
                     f"{r.cpu_ms_per_ack / floor.cpu_ms_per_ack:.2f}x",
+                    f"{r.driver_ms:.2f}",
                     r.errors,
                 ]
             )
@@ -340,6 +346,7 @@ def report(result: dict[str, Any], concurrencies: Sequence[int], args: argparse.
             "p50 / p95 / p99 ms",
             "CPU ms/ack (server + pg + redis)",
             "CPU / the floor's",
+            "driver CPU ms/req",
             "errors",
         ],
         rows,

@@ -57,7 +57,7 @@ from typing import Any
 import psycopg
 
 from bench import common, receiver
-from bench.webhook_load import Batch, Connection, build_batch, drive, event_templates
+from bench.webhook_load import Batch, build_batch, drive, event_templates, post_once
 from subsync import config
 
 WORKERS = 2
@@ -264,18 +264,6 @@ class Deliveries:
     timeouts: int = 0  # no answer within TIMEOUT_S
 
 
-def _post_fresh(port: int, raw: bytes) -> int:
-    conn = Connection(port)
-    try:
-        conn.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
-    except OSError:
-        return 0
-    try:
-        return conn.request(raw)
-    finally:
-        conn.close()
-
-
 def deliver(port: int, batch: Batch, seconds: float) -> Deliveries:
     """Each sender posts its requests one at a time, INTERVAL_S apart, until `seconds` pass."""
     results = [Deliveries() for _ in batch.requests]
@@ -287,7 +275,7 @@ def deliver(port: int, batch: Batch, seconds: float) -> Deliveries:
             began = time.perf_counter()
             if began >= deadline:
                 break
-            status = _post_fresh(port, raw)
+            status = post_once(port, raw, TIMEOUT_S)
             elapsed = time.perf_counter() - began
             out.latencies.append(elapsed)
             if status == 200:
