@@ -38,6 +38,11 @@ EARLIEST_CREATED = 1_293_840_000  # 2011-01-01T00:00:00Z
 # Characters PostgreSQL's text and jsonb refuse: NUL, and halves of a
 # surrogate pair that are not part of a pair (a decoded pair is one character).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The only escapes that decode to one of them: \u0000 and \uD800-\uDFFF (a
+# pair, which decodes to one storable character, matches too). Also matched
+# after an escaped backslash, where it is plain text: then the decoded
+# strings are searched, which tells.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 # A thin event (an event destination's thin payload, Stripe's v2 events):
@@ -99,7 +104,7 @@ def loads(text: str) -> Any:
         raise InvalidPayload(msg)
     # NUL and lone surrogates can only come from \u escapes: JSON forbids raw
     # control characters in strings, and UTF-8 cannot encode a surrogate.
-    if "\\u" in text and _has_unstorable_text(value):
+    if _UNSTORABLE_ESCAPE.search(text) and _has_unstorable_text(value):
         msg = "a string holds a NUL character or a lone surrogate, which PostgreSQL cannot store"
         raise InvalidPayload(msg)
     return value

@@ -94,7 +94,9 @@ def test_a_body_that_can_never_be_stored_is_400_and_nothing_is_stored(client, co
 
 
 def test_a_paired_surrogate_and_a_deep_but_sane_event_are_stored(client, conn):
-    body = event_text(**{"data.object.metadata": '{"emoji": "\\ud83d\\ude00", "deep": ' + "[" * 50 + "]" * 50 + "}"})
+    # An escaped backslash before u0000 is the text \u0000, not a NUL.
+    metadata = '{"emoji": "\\ud83d\\ude00", "path": "C:\\\\u0000", "deep": ' + "[" * 50 + "]" * 50 + "}"
+    body = event_text(**{"data.object.metadata": metadata})
     assert post_raw(client, body).status_code == 200
     assert stored(conn) == 1
 
