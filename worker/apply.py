@@ -163,9 +163,10 @@ def _apply(
                 results.append(Result(event.id, event.type, "ignored", other_mode_reason(not livemode)))
                 continue
             ready.append((event, payload))
-        locks.lock_objects(conn, [key for _, payload in ready for key in _keys(payload)])
+        keys = [lock_keys(payload.get("type", ""), _object(payload)) for _, payload in ready]
+        locks.lock_objects(conn, [key for event_keys in keys for key in event_keys])
         runnable: list[_Runnable] = []
-        for event, payload in ready:
+        for (event, payload), event_keys in zip(ready, keys, strict=True):
             kind = event_types.kind_of(payload.get("type") or event.type)
             if kind is None:
                 results.append(Result(event.id, event.type, "ignored"))
@@ -175,7 +176,7 @@ def _apply(
             except Exception as exc:  # noqa: BLE001 - a snapshot a handler cannot be given fails this event alone
                 results.append(_failed(event.id, event.type, event.attempts, exc))
                 continue
-            runnable.append(_Runnable(event, kind, ctx))
+            runnable.append(_Runnable(event, kind, ctx, event_keys))
         if isolate:
             for one in runnable:
                 try:
@@ -214,21 +215,18 @@ def _object(payload: Any) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def _keys(payload: dict[str, Any]) -> list[str]:
-    return lock_keys(payload.get("type", ""), _object(payload))
-
-
 @dataclass(frozen=True)
 class _Runnable:
-    """An event a handler applies: its row, its kind and what the handler is given."""
+    """An event a handler applies: its row, its kind, what the handler is given and the locks it needs."""
 
     event: events.StoredEvent
     kind: event_types.Kind
     ctx: Context
+    keys: list[str]
 
 
 def _runnable_keys(runnable: _Runnable) -> list[str]:
-    return lock_keys(runnable.ctx.event_type, runnable.ctx.obj)
+    return runnable.keys
 
 
 def _group_key(runnable: _Runnable) -> tuple[str, str]:

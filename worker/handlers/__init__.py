@@ -1,4 +1,4 @@
-"""One handler per kind of Stripe object, chosen by a pure lookup on the event type.
+"""One handler per kind of Stripe object (`HANDLERS`, keyed by subsync.event_types.kind_of).
 
 Handlers run inside the applying transaction (worker.apply), which holds
 the advisory locks `lock_keys` names for the events. Each applies a batch of
@@ -22,7 +22,7 @@ from worker.handlers.invoices import handle_invoice_events
 from worker.handlers.money import handle_money_events
 from worker.handlers.subscriptions import handle_subscription_events
 
-__all__ = ["HANDLERS", "Context", "Handler", "context_for", "handler_for", "lock_keys"]
+__all__ = ["HANDLERS", "Context", "Handler", "context_for", "lock_keys"]
 
 HANDLERS: dict[event_types.Kind, Handler] = {
     "subscription": handle_subscription_events,
@@ -33,11 +33,6 @@ HANDLERS: dict[event_types.Kind, Handler] = {
     "refund": handle_money_events,
     "dispute": handle_money_events,
 }
-
-
-def handler_for(event_type: str) -> Handler | None:
-    kind = event_types.kind_of(event_type)
-    return None if kind is None else HANDLERS[kind]
 
 
 def lock_keys(event_type: str, obj: dict[str, Any]) -> list[str]:
