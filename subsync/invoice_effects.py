@@ -51,18 +51,3 @@ def apply_invoices(
         if written.settles_reactivation:
             settle(conn, snapshot.subscription_id, snapshot.id)
     return applied
-
-
-def apply_invoice(
-    conn: psycopg.Connection[Any],
-    snapshot: InvoiceSnapshot,
-    seen_at: datetime,
-    *,
-    now: datetime,
-    grace: timedelta,
-    source: Source,
-    source_id: str | None,
-) -> bool:
-    """`apply_invoices` of one: True if its row was written."""
-    [written] = apply_invoices(conn, [(snapshot, seen_at)], now=now, grace=grace, source=source, source_id=source_id)
-    return written
