@@ -133,69 +133,6 @@ def print_reference(costs: dict[str, float]) -> None:
 # --- the load driver ------------------------------------------------------------------------
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection: send a prepared request, read the status and body."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock: socket.socket | None = None
-        self.buffer = b""
-
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
-        return sock
-
-    def request(self, raw: bytes) -> int:
-        """The status code, or 0 if the connection failed (it is reopened for the next request)."""
-        try:
-            if self.sock is None:
-                self.sock = self._connect()
-            self.sock.sendall(raw)
-            return self._read()
-        except OSError:
-            self.close()
-            return 0
-
-    def _read(self) -> int:
-        assert self.sock is not None
-        while b"\r\n\r\n" not in self.buffer:
-            self._recv()
-        head, _, rest = self.buffer.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        length, closing = 0, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                closing = True
-        while len(rest) < length:
-            rest += self._recv_more()
-        self.buffer = rest[length:]
-        if closing:
-            self.close()
-        return status
-
-    def _recv(self) -> None:
-        self.buffer += self._recv_more()
-
-    def _recv_more(self) -> bytes:
-        assert self.sock is not None
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("closed by the server")
-        return chunk
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
 @dataclass
 class Phase:
     acks: int = 0
