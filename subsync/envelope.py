@@ -81,10 +81,14 @@ def _constant(name: str) -> Any:
     raise InvalidPayload(msg)
 
 
+# Built once: json.loads with hooks builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_float=_float, parse_constant=_constant)
+
+
 def loads(text: str) -> Any:
     """`json.loads`, refusing what PostgreSQL's jsonb could not store or Python could not read back."""
     try:
-        value = json.loads(text, parse_float=_float, parse_constant=_constant)
+        value = _DECODER.decode(text)
     except RecursionError:
         msg = f"the JSON is nested deeper than {MAX_DEPTH} levels"
         raise InvalidPayload(msg) from None

@@ -9,6 +9,9 @@ import pytest
 from helpers import OLD_SECRET, SECRET, make_event, post_event, queued_ids, sign
 from prometheus_client.parser import text_string_to_metric_families
 
+from subsync import logs
+from webhooks import services
+
 
 def stored(conn, event_id):
     return conn.execute("SELECT * FROM stripe_events WHERE id = %s", (event_id,)).fetchone()
@@ -129,7 +132,7 @@ def _event_of_size(size: int) -> str:
 
 
 def test_a_body_at_the_limit_is_accepted_and_one_byte_over_is_refused(client, app, conn):
-    limit = app.config["MAX_CONTENT_LENGTH"]
+    limit = services.of(app).settings.max_body_bytes
     assert post_event(client, _event_of_size(limit)).status_code == 200
     response = post_event(client, _event_of_size(limit + 1))
     assert response.status_code == 413
@@ -150,6 +153,57 @@ def test_a_huge_body_is_refused_before_it_is_read(client, conn):
         environ_overrides={"wsgi.input": Endless(), "CONTENT_LENGTH": str(50 * 1024 * 1024)},
     )
     assert response.status_code == 413
+
+
+def test_a_body_shorter_than_its_content_length_is_refused_and_nothing_is_stored(client, conn):
+    body = json.dumps(make_event())
+    response = client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": sign(body)},
+        environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "incomplete_body"
+    assert conn.execute("SELECT count(*) AS n FROM stripe_events").fetchone()["n"] == 0
+
+
+def test_a_content_length_that_is_not_a_number_is_refused(client, conn):
+    body = json.dumps(make_event())
+    response = client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": sign(body)},
+        environ_overrides={"CONTENT_LENGTH": "12, 12"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_content_length"
+    assert conn.execute("SELECT count(*) AS n FROM stripe_events").fetchone()["n"] == 0
+
+
+def test_another_method_on_the_webhook_path_is_405_with_allow(client):
+    response = client.get("/webhooks/stripe")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_an_unexpected_failure_is_a_json_500_logged_without_the_payload(app, client, conn, monkeypatch, caplog):
+    def broken(arrival):
+        raise RuntimeError(f"cannot handle {arrival.payload_json}")
+
+    monkeypatch.setattr(services.of(app).intake, "submit", broken)
+    event = make_event("customer.updated", {"id": "cus_1", "object": "customer", "email": "someone@example.com"})
+    with caplog.at_level("INFO"):
+        response = post_event(client, event)
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "internal_error"
+    assert response.headers["Content-Type"] == "application/json"
+    [record] = [r for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "delivery_failed"]
+    written = json.loads(logs.formatter().format(record))  # the line the process writes
+    assert written["exception"]["type"] == "RuntimeError"
+    assert written["event_id"] == event["id"]
+    assert "someone@example.com" not in json.dumps(written)
 
 
 def test_health_and_readiness(client):
