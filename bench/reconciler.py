@@ -16,7 +16,8 @@ Per run: wall time, pages, what the run saw and changed, the reconciler
 process's peak memory and CPU (from its rusage when it is reaped: exact, not
 sampled) and PostgreSQL's CPU (the bench database's backends, sampled). The
 simulator's memory and CPU are reported apart: they are the test double's,
-not the product's.
+not the product's. The targets are absolute, so this machine's speed on the
+operations they were set with is printed beside them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from bench.common import (
     stop,
     wait_until,
 )
+from bench.webhook_load import event_templates, print_reference, reference_costs
 from stripesim.control import SimControl
 from subsync.stripe_api import DEFAULT_MAX_RPS, PAGE_SIZE
 
@@ -261,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n = QUICK if args.quick else args.subscriptions
 
+    # The targets are absolute: this machine's speed is printed beside them.
+    reference = reference_costs(event_templates())
     logs = ROOT / "bench" / "results" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sim, sim_url = start_simulator(logs / "reconciler-stripesim.log")
@@ -325,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         f" subscriptions, seeded in {seed_s:.1f} s. Load average at the end {os.getloadavg()[0]:.1f}"
         f" on {os.cpu_count()} CPUs: wall times grow with other load, CPU seconds much less."
     )
+    print_reference(reference)
     slowest = max(r.wall_s for r in results)
     peak = max(r.peak_mb for r in results)
     met = print_targets(
@@ -344,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed_s": seed_s,
             "simulator_peak_mb": sim_peak,
             "runs": [asdict(r) for r in results],
+            "reference_us": reference,
             "targets_met": met,
         },
     )
