@@ -32,6 +32,7 @@ import re
 import time
 from collections.abc import Iterable
 from hashlib import sha256
+from http import HTTPStatus
 from secrets import token_hex
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,7 @@ REQUEST_ID = re.compile(r"req_[A-Za-z0-9]{1,64}")
 _JSON = ("Content-Type", "application/json")
 
 Answer = tuple[str, bytes]  # the status line and the JSON body
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
 def bind_request_id(given: str | None) -> None:
@@ -81,16 +83,6 @@ def error(status: int, code: str, message: str) -> Answer:
     log.info("delivery_rejected", code=code, reason=message)
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return _STATUS_LINES[status], body
-
-
-_STATUS_LINES = {
-    200: "200 OK",
-    400: "400 Bad Request",
-    405: "405 Method Not Allowed",
-    413: "413 Content Too Large",
-    500: "500 Internal Server Error",
-    503: "503 Service Unavailable",
-}
 
 
 class SignatureRefused(Exception):

@@ -187,7 +187,7 @@ def _apply(
                         raise
                     results.append(_failed(one.event.id, one.event.type, one.event.attempts, exc))
         else:
-            for group in waves.plan_groups(runnable, _runnable_keys, _group_key):
+            for group in waves.plan_groups(runnable, lambda one: one.keys, _group_key):
                 try:
                     results.extend(_run(conn, group))
                 except Exception as exc:
@@ -223,10 +223,6 @@ class _Runnable:
     kind: event_types.Kind
     ctx: Context
     keys: list[str]
-
-
-def _runnable_keys(runnable: _Runnable) -> list[str]:
-    return runnable.keys
 
 
 def _group_key(runnable: _Runnable) -> tuple[str, str]:
