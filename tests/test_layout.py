@@ -8,7 +8,8 @@ import sys
 
 from processes import ROOT
 
-from subsync.access import time_dependent_sql
+from subsync.access import Access, time_dependent, time_dependent_sql
+from subsync.transitions import SUBSCRIPTION_STATUS_RANK
 
 # The receiver stores and queues; it never applies. Sending by actor name
 # keeps the apply protocol, the handlers and the rules out of web processes.
@@ -84,6 +85,19 @@ def test_the_partial_index_of_the_grace_check_is_the_time_dependent_rule(conn):
         return row["p"]
 
     assert predicate("subscriptions_time_dependent_idx") == predicate("rule_copy_idx")
+
+
+def test_the_grace_checks_sql_predicate_agrees_with_the_rule_on_every_status_and_access(conn):
+    # The predicate reads no time: status and access alone decide, so every
+    # pair (and a status Stripe may add later) covers it.
+    pairs = [(status, access) for status in [*SUBSCRIPTION_STATUS_RANK, "some_new_status"] for access in Access]
+    rows = conn.execute(
+        f"SELECT status, access, {time_dependent_sql()} AS moves"
+        " FROM unnest(%s::text[], %s::text[]) AS t(status, access)",
+        ([status for status, _ in pairs], [access.value for _, access in pairs]),
+    ).fetchall()
+    in_sql = {(r["status"], Access(r["access"])): r["moves"] for r in rows}
+    assert in_sql == {(status, access): time_dependent(status, access) for status, access in pairs}
 
 
 def test_the_environment_is_read_in_the_config_module_only():
