@@ -1,4 +1,4 @@
-"""A burst of stored events drained by the Procfile's worker processes (issue 8).
+"""A burst of stored events drained by the Procfile's worker processes.
 
     python -m bench.pipeline [--events N] [--quick] [--seed S] [--threads T] [--processes P]
 

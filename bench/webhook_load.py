@@ -1,10 +1,10 @@
 """Signed Stripe webhook deliveries and a keep-alive HTTP load driver, for the benches.
 
-Requests are built and signed before a phase starts (real Stripe events from
-/work/shared/stripe-fixtures, 2 to 6 KB, unique ids) and sent over raw
-keep-alive sockets that one thread waits on together, so that during a phase
-the driver's own work is a send and a read and it takes little CPU from the
-server it measures.
+Requests are built and signed before a phase starts (real Stripe events,
+2 to 6 KB, unique ids, from the directory SUBSYNC_STRIPE_FIXTURES names, as
+for the tests) and sent over raw keep-alive sockets that one thread waits on
+together, so that during a phase the driver's own work is a send and a read
+and it takes little CPU from the server it measures.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import selectors
 import socket
 import statistics
@@ -24,7 +25,9 @@ import stripe
 
 from bench import common
 
-FIXTURES = common.ROOT.parent / "shared" / "stripe-fixtures"
+# The tests' variable and default (tests/stripe_fixtures.py): one directory of real payloads for both.
+FIXTURES_VARIABLE = "SUBSYNC_STRIPE_FIXTURES"
+DEFAULT_FIXTURES = common.ROOT.parent / "shared" / "stripe-fixtures"
 # Stripe's event bodies are indented JSON of this size for the subscription and invoice events.
 MIN_BODY, MAX_BODY = 2048, 6144
 ID_PLACEHOLDER = "evt_" + "X" * 24
@@ -38,8 +41,21 @@ STRIPE_HEADERS = (
 # --- events ---------------------------------------------------------------------------------
 
 
-def event_templates(fixtures: Path = FIXTURES) -> list[str]:
+def fixtures_dir() -> Path:
+    """The directory SUBSYNC_STRIPE_FIXTURES names, else ../shared/stripe-fixtures; the bench stops without one."""
+    named = os.environ.get(FIXTURES_VARIABLE, "").strip()
+    if named and not Path(named).is_dir():
+        msg = f"{FIXTURES_VARIABLE}={named}: no such directory"
+        raise SystemExit(msg)
+    if not named and not DEFAULT_FIXTURES.is_dir():
+        msg = f"the benches need real Stripe events: set {FIXTURES_VARIABLE} ({DEFAULT_FIXTURES} does not exist)"
+        raise SystemExit(msg)
+    return Path(named) if named else DEFAULT_FIXTURES
+
+
+def event_templates(fixtures: Path | None = None) -> list[str]:
     """Real Stripe events within the size range, re-indented as Stripe sends them, id left to fill."""
+    fixtures = fixtures or fixtures_dir()
     templates = []
     for path in sorted(fixtures.glob("*/*.json")):
         try:

@@ -125,9 +125,9 @@ def time_dependent(status: str, access: Access) -> bool:
 
     Only `active` rows still in `full` or `grace` move without an event
     (full -> grace -> restricted). `time_dependent_sql` is the same predicate
-    for the grace check's query, and the partial index
-    `subscriptions_time_dependent_idx` in schema.sql is checked against it
-    by a test.
+    for the grace check's query; tests hold it to this one on every status
+    and access, and the partial index `subscriptions_time_dependent_idx` in
+    schema.sql to it.
     """
     return status == TIME_DEPENDENT_STATUS and access in GRACE_ACCESS
 

@@ -133,7 +133,6 @@ class InvoiceSnapshot:
     next_payment_attempt: datetime | None
     created_at: datetime | None
     paid_at: datetime | None
-    billing_reason: str | None
     account: str | None = None
 
 
@@ -283,7 +282,6 @@ def parse_invoice(obj: Mapping[str, Any], *, account: str | None = None) -> Invo
         next_payment_attempt=ts(obj.get("next_payment_attempt")),
         created_at=ts(obj.get("created")),
         paid_at=ts(paid_at),
-        billing_reason=obj.get("billing_reason"),
         account=account,
     )
 

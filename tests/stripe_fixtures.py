@@ -4,7 +4,8 @@
 source project, JSON files inside). Without it, `../shared/stripe-fixtures`
 beside the repository is used when it exists (the development machines have
 it; a user's clone does not). Only the tests marked `needs_fixtures` read
-it, and only they skip without it, saying which variable to set.
+it, and only they skip without it, saying which variable to set (or that
+the directory it names does not exist).
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ VARIABLE = "SUBSYNC_STRIPE_FIXTURES"
 _DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "stripe-fixtures"
 
 
-def fixtures_dir() -> Path | None:
+def fixtures_dir() -> tuple[Path | None, str]:
+    """The fixtures directory, or None and why there is none (a skipped test's reason)."""
     named = os.environ.get(VARIABLE, "").strip()
     if named:
-        return Path(named)
-    return _DEFAULT if _DEFAULT.is_dir() else None
+        if Path(named).is_dir():
+            return Path(named), ""
+        return None, f"{VARIABLE}={named}: no such directory"
+    if _DEFAULT.is_dir():
+        return _DEFAULT, ""
+    return None, f"needs real Stripe payloads: set {VARIABLE} to a stripe-fixtures directory"
 
 
-FIXTURES = fixtures_dir()
-REASON = f"needs real Stripe payloads: set {VARIABLE} to a stripe-fixtures directory"
+FIXTURES, REASON = fixtures_dir()
 needs_fixtures = pytest.mark.skipif(FIXTURES is None, reason=REASON)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 from processes import ROOT
 
-from subsync.access import time_dependent_sql
+from subsync.access import Access, time_dependent, time_dependent_sql
+from subsync.transitions import SUBSCRIPTION_STATUS_RANK
 
 # The receiver stores and queues; it never applies. Sending by actor name
 # keeps the apply protocol, the handlers and the rules out of web processes.
@@ -86,6 +88,19 @@ def test_the_partial_index_of_the_grace_check_is_the_time_dependent_rule(conn):
     assert predicate("subscriptions_time_dependent_idx") == predicate("rule_copy_idx")
 
 
+def test_the_grace_checks_sql_predicate_agrees_with_the_rule_on_every_status_and_access(conn):
+    # The predicate reads no time: status and access alone decide, so every
+    # pair (and a status Stripe may add later) covers it.
+    pairs = [(status, access) for status in [*SUBSCRIPTION_STATUS_RANK, "some_new_status"] for access in Access]
+    rows = conn.execute(
+        f"SELECT status, access, {time_dependent_sql()} AS moves"
+        " FROM unnest(%s::text[], %s::text[]) AS t(status, access)",
+        ([status for status, _ in pairs], [access.value for _, access in pairs]),
+    ).fetchall()
+    in_sql = {(r["status"], Access(r["access"])): r["moves"] for r in rows}
+    assert in_sql == {(status, access): time_dependent(status, access) for status, access in pairs}
+
+
 def test_the_environment_is_read_in_the_config_module_only():
     readers = []
     for package in ("subsync", "webhooks", "worker", "reconciler"):
@@ -96,11 +111,16 @@ def test_the_environment_is_read_in_the_config_module_only():
     assert readers == []
 
 
+# Every table and view schema.sql creates.
+TABLES = tuple(
+    re.findall(
+        r"^CREATE (?:TABLE IF NOT EXISTS|OR REPLACE VIEW) (\w+)", (ROOT / "schema.sql").read_text(), re.MULTILINE
+    )
+)
+
+
 def test_each_tables_sql_lives_in_the_store():
     # A table's name in a SQL verb's company, outside subsync/store, is a statement in the wrong room.
-    tables = ("stripe_events", "subscriptions", "invoices", "payments", "customers", "subscription_changes",
-              "reconciliation_runs", "job_state", "job_runs", "event_replays", "customer_entitlements",
-              "entitlement_summaries", "customer_access")  # fmt: skip
     verbs = ("FROM ", "INTO ", "UPDATE ", "JOIN ")
     found = []
     for package in ("subsync", "webhooks", "worker", "reconciler"):
@@ -108,5 +128,11 @@ def test_each_tables_sql_lives_in_the_store():
             if path.is_relative_to(ROOT / "subsync" / "store"):
                 continue
             text = path.read_text()
-            found += [f"{path.relative_to(ROOT)}: {verb}{t}" for t in tables for verb in verbs if f"{verb}{t}" in text]
+            found += [f"{path.relative_to(ROOT)}: {verb}{t}" for t in TABLES for verb in verbs if f"{verb}{t}" in text]
     assert found == []
+
+
+def test_the_store_names_the_module_of_every_table():
+    described = (ROOT / "subsync" / "store" / "__init__.py").read_text()
+    assert len(TABLES) > 10
+    assert [t for t in TABLES if f"`{t}`" not in described] == []

@@ -79,7 +79,7 @@ def test_payments_recorded_together_add_each_fact_once(conn):
             account=None,
         )
 
-    assert payments.record_payment(conn, fact("invoice:in_0:paid"), None) is True
+    assert payments.record_payments(conn, [(fact("invoice:in_0:paid"), None)]) == {"invoice:in_0:paid"}
     added = payments.record_payments(
         conn, [(fact("invoice:in_0:paid"), None), (fact("invoice:in_1:paid"), None), (fact("invoice:in_1:paid"), None)]
     )

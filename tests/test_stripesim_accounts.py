@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 import stripe
-from test_stripesim_delivery import SECRET, Receiver
+from sim import SIM_SECRET, Receiver
 
 from stripesim import SimControl, SimError, Simulator
 from stripesim.server import start_in_thread
@@ -152,7 +152,7 @@ def test_connected_events_reach_the_same_endpoints_signed_with_the_same_secret()
         start=T0,
         seed=4,
         webhook_urls=[receiver.url],
-        webhook_secret=SECRET,
+        webhook_secret=SIM_SECRET,
         delivery={"retry_initial": 0.02},
     )
     try:
@@ -162,7 +162,7 @@ def test_connected_events_reach_the_same_endpoints_signed_with_the_same_secret()
         assert sim.flush(10)
         assert len(receiver.hits) == 2
         for hit in receiver.hits:
-            event = stripe.Webhook.construct_event(hit["body"], hit["signature"], SECRET)
+            event = stripe.Webhook.construct_event(hit["body"], hit["signature"], SIM_SECRET)
             assert event.type == "customer.created"
         by_email = {json.loads(h["body"])["data"]["object"]["email"]: json.loads(h["body"]) for h in receiver.hits}
         assert by_email["connected@example.com"]["account"] == acct

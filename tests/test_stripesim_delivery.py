@@ -4,68 +4,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 import stripe
-from werkzeug.serving import WSGIRequestHandler, make_server
+from sim import FAST_DELIVERY, SIM_SECRET, Receiver
 
 from stripesim import Simulator
 
 T0 = 1_735_689_600
 DAY = 86400
-SECRET = "whsec_test_secret"
-FAST = {"retry_initial": 0.02, "retry_factor": 1.5, "reorder_hold": 0.05}
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, code="-", size="-"):
-        pass
-
-
-class Receiver:
-    """A tiny webhook endpoint in a thread; ``plan(n, event_id)`` picks each answer's status."""
-
-    def __init__(self, plan: Callable[[int, str], int] | None = None) -> None:
-        self.plan = plan or (lambda n, event_id: 200)
-        self.hits: list[dict] = []
-        self.attempts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self.server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/webhooks/stripe"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _app(self, environ, start_response):
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)).decode()
-        event_id = json.loads(body)["id"]
-        with self._lock:
-            self.attempts[event_id] += 1
-            status = self.plan(self.attempts[event_id], event_id)
-            if status == 200:
-                self.hits.append(
-                    {
-                        "body": body,
-                        "signature": environ.get("HTTP_STRIPE_SIGNATURE"),
-                        "content_type": environ.get("CONTENT_TYPE"),
-                        "id": event_id,
-                    }
-                )
-        start_response(f"{status} X", [("Content-Type", "application/json")])
-        return [b'{"received": true}']
-
-    @property
-    def ids(self) -> list[str]:
-        with self._lock:
-            return [h["id"] for h in self.hits]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -75,8 +24,10 @@ def receiver():
     r.close()
 
 
-def make_sim(urls: list[str], secret: str = SECRET, **delivery) -> Simulator:
-    return Simulator(start=T0, seed=11, webhook_urls=urls, webhook_secret=secret, delivery={**FAST, **delivery})
+def make_sim(urls: list[str], secret: str = SIM_SECRET, **delivery) -> Simulator:
+    return Simulator(
+        start=T0, seed=11, webhook_urls=urls, webhook_secret=secret, delivery={**FAST_DELIVERY, **delivery}
+    )
 
 
 def some_events(sim: Simulator, customers: int = 3) -> list[str]:
@@ -92,8 +43,8 @@ def test_deliveries_are_signed_with_the_wall_clock(receiver):
     assert sim.flush(5)
     assert receiver.ids == emitted  # no chaos: once each, in order
     for hit in receiver.hits:
-        assert stripe.WebhookSignature.verify_header(hit["body"], hit["signature"], SECRET, tolerance=300)
-        event = stripe.Webhook.construct_event(hit["body"], hit["signature"], SECRET)
+        assert stripe.WebhookSignature.verify_header(hit["body"], hit["signature"], SIM_SECRET, tolerance=300)
+        event = stripe.Webhook.construct_event(hit["body"], hit["signature"], SIM_SECRET)
         assert event.id == hit["id"]
         t = int(hit["signature"].split(",")[0].removeprefix("t="))
         assert abs(t - time.time()) < 10  # wall clock, not the simulated 2025 clock

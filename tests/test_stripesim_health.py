@@ -6,7 +6,7 @@ import json
 
 import pytest
 import stripe
-from test_stripesim_delivery import FAST, SECRET, Receiver
+from sim import FAST_DELIVERY, SIM_SECRET, Receiver
 
 from stripesim import SimControl, SimError, Simulator
 from stripesim.server import start_in_thread
@@ -37,8 +37,8 @@ def served(endpoints):
         api_key=KEY,
         webhook_urls=[snap.url],
         thin_webhook_urls=[thin.url],
-        webhook_secret=SECRET,
-        delivery=FAST,
+        webhook_secret=SIM_SECRET,
+        delivery=FAST_DELIVERY,
     )
     url, stop = start_in_thread(sim)
     yield sim, url, stripe.StripeClient(KEY, base_addresses={"api": url}, max_network_retries=0)
@@ -86,7 +86,7 @@ def test_a_lost_event_never_exists_and_its_health_event_names_the_object(served,
         "related_object": None,
         "snapshot_event": None,
     }
-    note = client.parse_event_notification(hit["body"], hit["signature"], SECRET)
+    note = client.parse_event_notification(hit["body"], hit["signature"], SIM_SECRET)
     event = note.fetch_event()  # its data is a fetched attribute
     data = event.data.to_dict()
     assert data["alert_id"].startswith("halert_")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import stripe
-from test_stripesim_delivery import FAST, SECRET, Receiver
+from sim import FAST_DELIVERY, SIM_SECRET, Receiver
 
 from stripesim import SimControl, SimError, Simulator
 from stripesim.server import start_in_thread
@@ -127,7 +127,13 @@ def test_finalize_void_and_mark_uncollectible_by_hand(served):
 def test_lost_invoice_events_stay_listed_until_the_30_days_pass():
     r = Receiver()
     sim = Simulator(
-        payment_events=False, start=T0, seed=8, api_key=KEY, webhook_urls=[r.url], webhook_secret=SECRET, delivery=FAST
+        payment_events=False,
+        start=T0,
+        seed=8,
+        api_key=KEY,
+        webhook_urls=[r.url],
+        webhook_secret=SIM_SECRET,
+        delivery=FAST_DELIVERY,
     )
     url, stop = start_in_thread(sim)
     client = stripe.StripeClient(KEY, base_addresses={"api": url}, max_network_retries=0)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import stripe
-from test_stripesim_delivery import SECRET, Receiver
+from sim import SIM_SECRET, Receiver
 
 from stripesim import Simulator
 from stripesim.server import start_in_thread
@@ -89,10 +89,10 @@ def test_two_simulators_one_per_mode_share_an_endpoint():
     receiver = Receiver()
     fast = {"retry_initial": 0.02}
     live = Simulator(
-        start=T0, seed=1, api_key="sk_live_a", webhook_urls=[receiver.url], webhook_secret=SECRET, delivery=fast
+        start=T0, seed=1, api_key="sk_live_a", webhook_urls=[receiver.url], webhook_secret=SIM_SECRET, delivery=fast
     )
     test = Simulator(
-        start=T0, seed=2, api_key="sk_test_b", webhook_urls=[receiver.url], webhook_secret=SECRET, delivery=fast
+        start=T0, seed=2, api_key="sk_test_b", webhook_urls=[receiver.url], webhook_secret=SIM_SECRET, delivery=fast
     )
     try:
         live.create_customer(email="live@example.com")
@@ -103,7 +103,7 @@ def test_two_simulators_one_per_mode_share_an_endpoint():
         assert got["live@example.com"]["livemode"] is True
         assert got["test@example.com"]["livemode"] is False
         for hit in receiver.hits:
-            stripe.Webhook.construct_event(hit["body"], hit["signature"], SECRET)
+            stripe.Webhook.construct_event(hit["body"], hit["signature"], SIM_SECRET)
     finally:
         live.close()
         test.close()

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import stripe
-from test_stripesim_delivery import FAST, SECRET, Receiver
+from sim import FAST_DELIVERY, SIM_SECRET, Receiver
 
 from stripesim import SimControl, Simulator
 from stripesim.server import start_in_thread
@@ -28,8 +28,8 @@ def thin_sim(receiver: Receiver, snapshot: list[str] | None = None, **delivery) 
         api_key=KEY,
         webhook_urls=snapshot or [],
         thin_webhook_urls=[receiver.url],
-        webhook_secret=SECRET,
-        delivery={**FAST, **delivery},
+        webhook_secret=SIM_SECRET,
+        delivery={**FAST_DELIVERY, **delivery},
     )
 
 
@@ -87,7 +87,7 @@ def test_a_thin_endpoint_gets_each_event_as_a_signed_v2_event(receiver, client_f
     assert all(e["pending_webhooks"] == 0 for e in snapshots)  # no snapshot endpoint
 
     hit = receiver.hits[-1]
-    note = client.parse_event_notification(hit["body"], hit["signature"], SECRET)
+    note = client.parse_event_notification(hit["body"], hit["signature"], SIM_SECRET)
     assert (note.id, note.type) == (got[-1]["id"], "v1.customer.subscription.updated")
     assert note.fetch_related_object().id == sub
     event = note.fetch_event()
@@ -195,7 +195,7 @@ def test_a_connected_accounts_thin_events_carry_its_context(receiver, client_for
     got = bodies(receiver)
     assert {b["context"] for b in got} == {acct}
     hit = receiver.hits[-1]
-    note = client.parse_event_notification(hit["body"], hit["signature"], SECRET)
+    note = client.parse_event_notification(hit["body"], hit["signature"], SIM_SECRET)
     assert str(note.context) == acct
     assert note.fetch_related_object().id == sub  # fetched with Stripe-Context
     assert note.fetch_event().id == got[-1]["id"]
@@ -220,7 +220,12 @@ def test_a_connected_accounts_thin_events_carry_its_context(receiver, client_for
 
 def test_live_mode_ids_and_the_control_api(receiver):
     sim = Simulator(
-        payment_events=False, start=T0, seed=4, api_key="sk_live_sim", thin_webhook_urls=[receiver.url], delivery=FAST
+        payment_events=False,
+        start=T0,
+        seed=4,
+        api_key="sk_live_sim",
+        thin_webhook_urls=[receiver.url],
+        delivery=FAST_DELIVERY,
     )
     url, stop = start_in_thread(sim)
     ctl = SimControl(url)

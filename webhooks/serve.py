@@ -20,6 +20,7 @@ app's read blocks its thread until the body is complete.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any
@@ -55,12 +56,13 @@ def log_config(settings: config.Settings) -> dict[str, Any]:
     }
 
 
-def _wsgi_worker(*args: Any, **kwargs: Any) -> None:
+def _wsgi_worker(*args: Any, metrics_dir: str, **kwargs: Any) -> None:
     """granian's WSGI worker, then what gunicorn's worker_exit and child_exit hooks did.
 
     granian's worker returns once its server has finished the requests in
     flight; the sender is flushed after that, so the ids of those requests
-    are sent too.
+    are sent too. `metrics_dir` is the multi-process directory the launcher
+    chose, where this worker's files are marked dead.
     """
     try:
         MPServer._spawn_wsgi_worker(*args, **kwargs)
@@ -70,7 +72,7 @@ def _wsgi_worker(*args: Any, **kwargs: Any) -> None:
         from subsync.queue import flush_senders  # noqa: PLC0415
 
         flush_senders(SENDER_FLUSH_S)
-        multiprocess.mark_process_dead(os.getpid(), config.load().metrics_dir)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(os.getpid(), metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def build(settings: config.Settings, app: str = DEFAULT_APP) -> MPServer:
@@ -102,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"subsync web: {exc}", file=sys.stderr)  # noqa: T201 - before logging is set up, one line
         return 1
     # /metrics must add up every worker process.
-    config.use_metrics_dir(settings.metrics_dir)
-    build(settings, args[0] if args else DEFAULT_APP).serve(spawn_target=_wsgi_worker)
+    metrics_dir = config.use_metrics_dir(settings.metrics_dir)
+    worker = functools.partial(_wsgi_worker, metrics_dir=metrics_dir)
+    build(settings, args[0] if args else DEFAULT_APP).serve(spawn_target=worker)
     return 0
 
 

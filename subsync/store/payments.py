@@ -44,18 +44,6 @@ def record_payments(
     return {fact_key for (fact_key,) in execute_rows(conn, _INSERT, rows)}
 
 
-def record_payment(
-    conn: psycopg.Connection[Any],
-    fact: PaymentFact,
-    event_id: str | None,
-    *,
-    source: LedgerSource = "webhook",
-    source_id: str | None = None,
-) -> bool:
-    """Add a ledger row unless the fact is recorded already (`record_payments` of one). True if added."""
-    return fact.fact_key in record_payments(conn, [(fact, event_id)], source=source, source_id=source_id)
-
-
 def recorded_fact_keys(conn: psycopg.Connection[Any], fact_keys: Sequence[str]) -> set[str]:
     """Which of these facts the ledger holds already."""
     rows = conn.execute("SELECT fact_key FROM payments WHERE fact_key = ANY(%s)", (list(fact_keys),)).fetchall()

@@ -31,6 +31,7 @@ from subsync.transitions import (
     recompute,
 )
 
+# The channel the access feed is announced on; consumers LISTEN on it by name.
 NOTIFY_CHANNEL = "subscription_access"
 # One lock for every writer of the access feed (access_changes), held from
 # its insert to its commit: a row with a higher id is never visible before
@@ -43,7 +44,7 @@ _INSERT_ACCESS_CHANGE = RowsStatement(
     head="INSERT INTO access_changes (subscription_id, customer_id, account, from_access, to_access, source, source_id)"
     " VALUES",
     row="({}, {}, {}, {}, {}, {}, {})",
-    tail="""RETURNING pg_notify('subscription_access', json_build_object(
+    tail=f"""RETURNING pg_notify('{NOTIFY_CHANNEL}', json_build_object(
         'id', id, 'subscription_id', subscription_id, 'customer_id', customer_id, 'account', account,
         'from', from_access, 'to', to_access, 'at', changed_at, 'source', source)::text)""",
 )

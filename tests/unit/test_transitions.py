@@ -88,7 +88,6 @@ def inv_snap(**changes):
         "next_payment_attempt": None,
         "created_at": T0,
         "paid_at": None,
-        "billing_reason": "subscription_cycle",
     }
     base.update(changes)
     return InvoiceSnapshot(**base)
