@@ -2,8 +2,8 @@
 
 Starts the simulator and the Procfile's release, web, worker and scheduler,
 tells a three-month story for 31 customers through Stripe's side only
-(sign-ups, trials, products granting features, a subscription of two
-items, a connected account's customer, renewals, a failed payment that
+(sign-ups, trials, products granting features, a monthly base with a
+yearly add-on on flexible billing, a connected account's customer, renewals, a failed payment that
 recovers, dunning that ends suspended with an owed amount, a refund, a
 lost chargeback, cancellations, a one-off checkout, a suspended customer
 reactivated, a webhook lost on the way), lets the nightly reconciliation
@@ -13,6 +13,10 @@ truth, and stops everything it started.
 
 The simulator's clock starts 80 days in the past and the story ends at the
 real now (access depends on the wall clock), between two renewals.
+
+It uses a database of its own (DEMO_DATABASE, default subsync_demo), which
+it drops and creates again, a queue namespace of its own, free ports, and
+writes its processes' logs to DEMO_LOGS (default .demo/).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import requests
@@ -40,11 +45,11 @@ sys.path.insert(0, str(ROOT))
 
 from stripesim.control import SimControl  # noqa: E402
 from subsync.access import access_for  # noqa: E402
-from subsync.stripe_objects import parse_subscription  # noqa: E402
+from subsync.stripe_objects import SubscriptionSnapshot, parse_subscription  # noqa: E402
 
 BIN = Path(sys.executable).parent
-LOGS = ROOT / ".demo"
-DB = "subsync_demo"
+LOGS = Path(os.environ.get("DEMO_LOGS") or ROOT / ".demo")
+DB = os.environ.get("DEMO_DATABASE") or "subsync_demo"
 ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 DATABASE_URL = f"postgresql://root@127.0.0.1:5432/{DB}"
 SECRET = "whsec_demo"
@@ -182,17 +187,18 @@ def sign_ups(sim: SimControl, roles: dict[str, str]) -> tuple[list[str], dict[st
             kwargs["trial_days"] = 14
         if i >= 28:
             kwargs["price"] = "price_premium_yearly"
-        if i == 9:  # with Priority Support as a second item
-            kwargs["items"] = [{"price": "price_premium_monthly"}, {"price": "price_addon_monthly"}]
+        if i == 9:  # Priority Support as a yearly add-on: each item keeps its own period
+            kwargs["items"] = [{"price": "price_premium_monthly"}, {"price": "price_addon_yearly"}]
+            kwargs["billing_mode"] = "flexible"
         subscription = sim.create_subscription(customer["id"], **kwargs)["id"]
         subs.append(subscription)
         customer_of[subscription] = customer["id"]
         sim.advance(60)
-    roles[subs[9]] = "two items: Premium and Priority Support"
+    roles[subs[9]] = "monthly base, yearly add-on (flexible billing)"
     say("day 0: a connected account (Connect) signs up a customer of its own")
     account = sim.create_account(business_name="Acme Studio")["id"]
     connected = sim.create_customer(email="studio-client@example.com", name="Studio Client", account=account)
-    roles[sim.create_subscription(connected["id"], account=account)["id"]] = f"on connected account {account}"
+    roles[sim.create_subscription(connected["id"], account=account)["id"]] = "a connected account's customer"
     return subs, customer_of
 
 
@@ -260,24 +266,53 @@ def reactivate(
     roles[done["new_subscription_id"]] = f"the reactivation of {old}: first invoice = period + owed days"
 
 
+def stored_items(conn: psycopg.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Each subscription's items as the database holds them."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    for item in conn.execute(
+        "SELECT subscription_id, id, price_id, current_period_end, account FROM subscription_items ORDER BY id"
+    ):
+        items.setdefault(item["subscription_id"], []).append(item)
+    return items
+
+
+def equal_to_stripe(
+    r: dict[str, Any], items: list[dict[str, Any]], t: SubscriptionSnapshot | None, now: datetime
+) -> bool:
+    """The row and its items as Stripe's subscription says: state, period, access, account, every item."""
+    if t is None:
+        return False
+    state = (r["status"], r["current_period_end"], r["cancel_at_period_end"], r["account"])
+    if state != (t.status, t.current_period_end, t.cancel_at_period_end, t.account):
+        return False
+    if r["access"] != access_for(t.status, t.current_period_end, t.cancellation_reason, now, GRACE):
+        return False
+    ours = sorted((i["id"], i["price_id"], i["current_period_end"], i["account"]) for i in items)
+    return ours == sorted((i.id, i.price_id, i.current_period_end, t.account) for i in t.items)
+
+
+def item_lines(items: list[dict[str, Any]]) -> list[str]:
+    """A subscription's items and the end of each one's period, for one with more than one."""
+    return [f"{'':<25}item {i['price_id']}, its period to {i['current_period_end']:%Y-%m-%d}" for i in items]
+
+
 def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> bool:
     rows = conn.execute(
         "SELECT s.*, c.email FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id ORDER BY c.email, s.id"
     ).fetchall()
-    truth = {s["id"]: parse_subscription(s) for s in sim.truth(["subscriptions"], account="all")["subscriptions"]}
+    items = stored_items(conn)
+    stripe_side = sim.truth(["subscriptions"], account="all")["subscriptions"]
+    truth = {s["id"]: parse_subscription(s, account=s["account"]) for s in stripe_side}
     now = datetime.now(UTC)
     print()
-    print(f"{'customer':<24} {'subscription':<22} {'status':<10} {'access':<10} {'period end':<17} {'owed':>7}  note")
-    print("-" * 120)
+    print(
+        f"{'customer':<24} {'subscription':<28} {'account':<22} {'items':>5} {'status':<10} {'access':<10}"
+        f" {'period end':<17} {'owed':>7}  note"
+    )
+    print("-" * 146)
     mismatches = 0
     for r in rows:
-        t = truth.get(r["id"])
-        ok = t is not None and (r["status"], r["current_period_end"], r["cancel_at_period_end"]) == (
-            t.status,
-            t.current_period_end,
-            t.cancel_at_period_end,
-        )
-        ok = ok and r["access"] == access_for(t.status, t.current_period_end, t.cancellation_reason, now, GRACE)
+        ok = equal_to_stripe(r, items.get(r["id"], []), truth.get(r["id"]), now)
         mismatches += 0 if ok else 1
         owed = f"{r['owed_amount'] / 100:.2f}" if r["owed_amount"] is not None else ""
         period_end = r["current_period_end"].strftime("%Y-%m-%d %H:%M") if r["current_period_end"] else ""
@@ -286,9 +321,12 @@ def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> 
             note = "cancels at period end"
         flag = "" if ok else "  <-- differs from Stripe"
         print(
-            f"{(r['email'] or r['customer_id'] or '')[:24]:<24} {r['id']:<22} {r['status']:<10} {r['access']:<10}"
+            f"{(r['email'] or r['customer_id'] or '')[:24]:<24} {r['id']:<28} {r['account'] or 'platform':<22}"
+            f" {len(items.get(r['id'], [])):>5} {r['status']:<10} {r['access']:<10}"
             f" {period_end:<17} {owed:>7}  {note}{flag}"
         )
+        if len(items.get(r["id"], [])) > 1:
+            print("\n".join(item_lines(items[r["id"]])))
     print()
     ledger = conn.execute(
         "SELECT status, count(*) AS n, coalesce(sum(amount), 0) AS total FROM payments GROUP BY status ORDER BY status"
@@ -306,7 +344,10 @@ def report(conn: psycopg.Connection, sim: SimControl, roles: dict[str, str]) -> 
     if mismatches or missing:
         print(f"{mismatches + missing} of {len(truth)} subscriptions differ from Stripe")
         return False
-    print(f"all {len(truth)} subscriptions equal Stripe's state (status, period end, cancel at period end, access)")
+    print(
+        f"all {len(truth)} subscriptions equal Stripe's state"
+        " (status, period end, cancel at period end, access, account, every item and its period)"
+    )
     return True
 
 
@@ -371,7 +412,7 @@ def main() -> int:
     finally:
         say("stopping everything the demo started")
         procs.stop_all()
-    say(f"logs of every process are in {LOGS.relative_to(ROOT)}/")
+    say(f"logs of every process are in {LOGS.relative_to(ROOT) if LOGS.is_relative_to(ROOT) else LOGS}/")
     return 0 if ok else 1
 
 

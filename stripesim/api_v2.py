@@ -1,10 +1,10 @@
-"""The ``/v2/core/events`` routes: thin events of the request's account (``Stripe-Context``), 30 days back."""
+"""The ``/v2/core/events`` routes: thin events of the request's account (``Stripe-Context`` alone), 30 days back."""
 
 from __future__ import annotations
 
 from flask import Flask, Response
 
-from .params import int_param, json_response, request_account, request_params
+from .params import int_param, json_response, request_context_account, request_params
 from .state import Simulator
 
 
@@ -24,10 +24,10 @@ def register_v2_api(app: Flask, sim: Simulator) -> None:
             created=created if isinstance(created, dict) else None,
             limit=int_param(p, "limit"),
             page=p.get("page") or None,
-            account=request_account(),
+            account=request_context_account(),
         )
         return json_response(out)
 
     @app.get("/v2/core/events/<ident>")
     def get_v2_event(ident: str) -> Response:
-        return json_response(sim.get_v2_event(ident, account=request_account()))
+        return json_response(sim.get_v2_event(ident, account=request_context_account()))

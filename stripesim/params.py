@@ -72,6 +72,16 @@ def request_account() -> str | None:
     return account
 
 
+def request_context_account() -> str | None:
+    """The connected account a ``/v2`` request acts for: its ``Stripe-Context``, None for the platform.
+
+    Stripe's v2 API is told another account by ``Stripe-Context``; a
+    ``Stripe-Account`` there selects nothing.
+    """
+    account: str | None = g.get("stripe_context_account")
+    return account
+
+
 def int_param(params: JSON, name: str) -> int | None:
     value = params.get(name)
     if value is None or value == "":

@@ -6,8 +6,8 @@ HTTP basic with the key as user name); injected rate limiting answers 429
 with ``Stripe-Should-Retry: true``. A ``Stripe-Account`` header makes the
 request act for that connected account; one the key cannot reach answers 403
 ``account_invalid``, as Stripe does; ``Stripe-Context`` (which supersedes it,
-and is what thin events name) selects the account as well. ``/v2/core/events``
-serves thin events. ``/_sim`` needs no key.
+and is what thin events name) selects the account as well; on ``/v2`` it
+alone does. ``/v2/core/events`` serves thin events. ``/_sim`` needs no key.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def create_app(sim: Simulator) -> Flask:
         except SimError as err:
             return _error(err)
         g.stripe_account = None if account == sim.platform_id else account
+        # The v2 API is told another account by Stripe-Context alone.
+        g.stripe_context_account = g.stripe_account if context else None
         if sim.take_rate_limit():
             return _error(
                 SimError(

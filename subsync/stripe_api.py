@@ -10,7 +10,10 @@ true as of (`seen_at`), compared with event `created` times to decide which
 is newer. Our own clock is never used for that.
 
 Connect: an object of a connected account exists only on that account:
-every call for one names it (`account=`, sent as `Stripe-Account`).
+every call for one names it (`account=`, sent as `Stripe-Account`). A thin
+event names its account as a `context`, which is sent back as Stripe-Context
+(`context=`): the header Stripe's v2 API reads, and the one Stripe's
+libraries fetch a thin event and its object with.
 
 Pacing: the library retries a 429 only when Stripe says `Stripe-Should-Retry`,
 so calls here are paced (`max_rps`) and back off on RateLimitError themselves.
@@ -81,15 +84,20 @@ class StripeApi:
         if wait > 0:
             self.sleep(wait)
 
-    def get(self, path: str, *, account: str | None = None, **params: Any) -> tuple[dict[str, Any], datetime]:
-        """GET `path` (of connected `account`, with `Stripe-Account`); the JSON body and Stripe's time of it."""
-        return self._request("get", path, account=account, **params)
+    def get(
+        self, path: str, *, account: str | None = None, context: str | None = None, **params: Any
+    ) -> tuple[dict[str, Any], datetime]:
+        """GET `path` (of connected `account`, with `Stripe-Account`; or in a thin event's `context`, with
+        `Stripe-Context`); the JSON body and Stripe's time of it."""
+        return self._request("get", path, account=account, context=context, **params)
 
     def _request(
-        self, method: str, path: str, *, account: str | None = None, **params: Any
+        self, method: str, path: str, *, account: str | None = None, context: str | None = None, **params: Any
     ) -> tuple[dict[str, Any], datetime]:
         if account is not None:
             params["stripe_account"] = account
+        if context is not None:
+            params["stripe_context"] = context
         delay = RATE_LIMIT_BACKOFF_S
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             self._pace()

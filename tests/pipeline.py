@@ -21,7 +21,7 @@ from subsync.broker import make_broker
 from subsync.ledger import ledger_fact
 from subsync.queue import EventQueue
 from subsync.reversals import PaymentLinks, dispute_closed_fact, dispute_opened_fact, refund_fact
-from subsync.stripe_objects import invoice_subscription_id, parse_subscription, ts
+from subsync.stripe_objects import invoice_subscription_id, parse_invoice, ts
 from webhooks import create_app
 
 GRACE = timedelta(hours=72)
@@ -75,35 +75,113 @@ def drain(conn: psycopg.Connection[Any], sim: Any, timeout: float = 120.0) -> No
     raise AssertionError(f"{unfinished(conn)} events still unfinished after {timeout} s")
 
 
+def when(seconds: int | None) -> datetime | None:
+    """A Stripe unix time as the database gives it back."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def stripe_period(sub: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """The period Stripe's object gives: the item whose period ends first when the items carry periods
+    (basil on; a monthly base with a yearly add-on renews monthly), else the subscription's own."""
+    dated = [i for i in sub["items"]["data"] if i.get("current_period_end") is not None]
+    if dated:
+        first = min(dated, key=lambda i: (i["current_period_end"], i["id"]))
+        return when(first["current_period_start"]), when(first["current_period_end"])
+    return when(sub.get("current_period_start")), when(sub.get("current_period_end"))
+
+
+def stripe_columns(sub: dict[str, Any]) -> dict[str, Any]:
+    """Every column of `subscriptions` that Stripe's object determines, read from the object itself."""
+    first = sub["items"]["data"][0]
+    start, end = stripe_period(sub)
+    return {
+        "customer_id": sub["customer"],
+        "status": sub["status"],
+        "current_period_start": start,
+        "current_period_end": end,
+        "cancel_at_period_end": sub["cancel_at_period_end"],
+        "cancel_at": when(sub.get("cancel_at")),
+        "canceled_at": when(sub.get("canceled_at")),
+        "ended_at": when(sub.get("ended_at")),
+        "trial_end": when(sub.get("trial_end")),
+        "price_id": first["price"]["id"],
+        "currency": sub.get("currency") or first["price"]["currency"],
+        "metadata": sub.get("metadata") or {},
+        "latest_invoice_id": sub.get("latest_invoice"),
+        "cancellation_reason": (sub.get("cancellation_details") or {}).get("reason"),
+        "livemode": sub["livemode"],
+        "account": sub["account"],
+    }
+
+
+def stripe_items(sub: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """Each item of Stripe's object: price, product, quantity, its period (the subscription's before basil), account."""
+    return {
+        i["id"]: (
+            i["price"]["id"],
+            i["price"]["product"],
+            i["quantity"],
+            when(i.get("current_period_start", sub.get("current_period_start"))),
+            when(i.get("current_period_end", sub.get("current_period_end"))),
+            sub["account"],
+        )
+        for i in sub["items"]["data"]
+    }
+
+
 def subscription_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
-    """Every subscription (of every account) whose state, account, access or items differ from Stripe's."""
+    """Every subscription (of every account) whose columns, access or items differ from Stripe's object."""
     rows = {r["id"]: r for r in conn.execute("SELECT * FROM subscriptions")}
-    items: dict[str, set[tuple[str, str | None]]] = {}
-    for item in conn.execute("SELECT id, subscription_id, price_id FROM subscription_items"):
-        items.setdefault(item["subscription_id"], set()).add((item["id"], item["price_id"]))
+    items: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for item in conn.execute(
+        "SELECT id, subscription_id, price_id, product_id, quantity, current_period_start, current_period_end,"
+        " account FROM subscription_items"
+    ):
+        items.setdefault(item["subscription_id"], {})[item["id"]] = (
+            item["price_id"],
+            item["product_id"],
+            item["quantity"],
+            item["current_period_start"],
+            item["current_period_end"],
+            item["account"],
+        )
     now = datetime.now(UTC)
     problems = []
     for sub in sim.truth(["subscriptions"], account="all")["subscriptions"]:
-        truth = parse_subscription(sub, account=sub["account"])
-        ours = rows.get(truth.id)
+        ours = rows.get(sub["id"])
         if ours is None:
-            problems.append(f"{truth.id}: missing ({truth.status})")
+            problems.append(f"{sub['id']}: missing ({sub['status']})")
             continue
-        expected = {
-            "status": truth.status,
-            "current_period_end": truth.current_period_end,
-            "cancel_at_period_end": truth.cancel_at_period_end,
-            "account": truth.account,
-            "access": access_for(truth.status, truth.current_period_end, truth.cancellation_reason, now, GRACE).value,
-        }
+        expected = stripe_columns(sub)
+        reason = expected["cancellation_reason"]
+        expected["access"] = access_for(expected["status"], expected["current_period_end"], reason, now, GRACE).value
         for column, value in expected.items():
             if ours[column] != value:
-                problems.append(f"{truth.id}: {column} is {ours[column]!r}, Stripe says {value!r}")
-        expected_items = {(i.id, i.price_id) for i in truth.items}
-        stored = items.get(truth.id, set())
-        if stored != expected_items:
-            problems.append(f"{truth.id}: items {sorted(stored)}, Stripe says {sorted(expected_items)}")
+                problems.append(f"{sub['id']}: {column} is {ours[column]!r}, Stripe says {value!r}")
+        want = stripe_items(sub)
+        stored = items.get(sub["id"], {})
+        if stored != want:
+            problems.append(f"{sub['id']}: items {sorted(stored.items())}, Stripe says {sorted(want.items())}")
     return problems
+
+
+def invoice_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:
+    """Every invoice (of every account) whose state, amounts, subscription, period or account differ from Stripe's."""
+    ours = {r["id"]: r for r in conn.execute("SELECT * FROM invoices")}
+    problems = []
+    for obj in sim.truth(["invoices"], account="all")["invoices"]:
+        truth = parse_invoice(obj, account=obj["account"])
+        row = ours.get(truth.id)
+        if row is None:
+            problems.append(f"{truth.id}: missing ({truth.status})")
+            continue
+        for column in INVOICE_COLUMNS:
+            if row[column] != getattr(truth, column):
+                problems.append(f"{truth.id}: {column} is {row[column]!r}, Stripe says {getattr(truth, column)!r}")
+    return problems
+
+
+INVOICE_COLUMNS = ("status", "amount_due", "amount_paid", "attempt_count", "subscription_id", "period_end", "account")
 
 
 def ledger_mismatches(conn: psycopg.Connection[Any], sim: Any) -> list[str]:

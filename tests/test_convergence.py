@@ -11,7 +11,7 @@ import time
 
 import pytest
 from helpers import SECRET
-from pipeline import drain, ledger_mismatches, receiver, subscription_mismatches, worker
+from pipeline import drain, invoice_mismatches, ledger_mismatches, receiver, subscription_mismatches, worker
 from sim import DAY, SIM_KEY, running_simulator
 
 from subsync import config
@@ -178,7 +178,13 @@ def test_a_quarter_delivered_only_as_thin_events_ends_in_stripes_state(conn, bro
             start=int(time.time()) - 95 * DAY,
             thin_webhook_urls=[url],
             webhook_secret=SECRET,
-            delivery={"duplicate_rate": 0.2, "resend_rate": 0.1, "reorder_window": 40, "concurrency": 8},
+            delivery={
+                "duplicate_rate": 0.2,
+                "resend_rate": 0.1,
+                "reorder_window": 40,
+                "reorder_hold": 0.5,
+                "concurrency": 8,
+            },
         ) as (sim, sim_url),
         worker(app.build(dataclasses.replace(config.load(), stripe_api_key=SIM_KEY, stripe_api_base=sim_url))),
     ):
@@ -187,6 +193,7 @@ def test_a_quarter_delivered_only_as_thin_events_ends_in_stripes_state(conn, bro
         drain(conn, sim)
         assert sim.delivery_stats()["duplicated"] > 0
         assert subscription_mismatches(conn, sim) == []
+        assert invoice_mismatches(conn, sim) == []
         # Each fetched invoice records every fact its state implies, under
         # the events' keys: the ledger is the snapshot delivery's.
         assert ledger_mismatches(conn, sim) == []

@@ -11,32 +11,16 @@ from datetime import UTC, datetime
 
 import pytest
 from helpers import GRACE, SECRET, apply, post_event
-from pipeline import drain, receiver, subscription_mismatches, worker
+from pipeline import drain, invoice_mismatches, receiver, subscription_mismatches, worker
 from sim import DAY, api_for, running_simulator
 
 from reconciler import reconcile
 from subsync import db
 from subsync.ledger import facts_implied_by_invoice
-from subsync.stripe_objects import parse_invoice
 
 
 def run(api, **kwargs):
     return reconcile.run(db.pool(), api, grace=GRACE, **kwargs)
-
-
-def invoice_mismatches(conn, sim) -> list[str]:
-    ours = {r["id"]: r for r in conn.execute("SELECT * FROM invoices")}
-    problems = []
-    for obj in sim.truth(["invoices"], account="all")["invoices"]:
-        truth = parse_invoice(obj)
-        row = ours.get(truth.id)
-        if row is None:
-            problems.append(f"{truth.id}: missing ({truth.status})")
-            continue
-        for column in ("status", "amount_due", "amount_paid", "attempt_count", "subscription_id", "period_end"):
-            if row[column] != getattr(truth, column):
-                problems.append(f"{truth.id}: {column} is {row[column]!r}, Stripe says {getattr(truth, column)!r}")
-    return problems
 
 
 def invoice_ledger_mismatches(conn, sim) -> list[str]:

@@ -7,16 +7,19 @@ HTTP through the stripe library.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import GRACE, apply, event_row, make_event, post_event, queued_ids, subscription_obj
-from sim import DAY, api_for, running_simulator
+from sim import DAY, SIM_KEY, api_for, running_simulator
 
-from reconciler import grace, reconcile
-from subsync import db
+from reconciler import backfill, grace, reconcile
+from subsync import config, db
 from subsync.store import jobs
+from webhooks import create_app
+from worker.apply import apply_events
 
 
 @pytest.fixture
@@ -24,6 +27,25 @@ def stripe_sim(conn, broker):
     # The first monthly period ends 5 days from the real now.
     with running_simulator(start=int(datetime.now(UTC).timestamp()) - 25 * DAY) as (sim, url):
         yield sim, api_for(url, library_retries=False)
+
+
+@pytest.fixture
+def sim_cli(conn, broker):
+    """The simulator (history from 40 days ago), the product's client on it, and the commands' app on it."""
+    with running_simulator() as (sim, url):
+        settings = dataclasses.replace(config.load(), stripe_api_key=SIM_KEY, stripe_api_base=url)
+        yield sim, api_for(url, library_retries=False), create_app(settings, commands=True)
+
+
+def invoke(app, *args):
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def connected_subscription(sim, email="conn@example.com"):
+    """A connected account with one customer on a monthly subscription: (account, subscription id)."""
+    account = sim.create_account()["id"]
+    customer = sim.create_customer(email=email, account=account)["id"]
+    return account, sim.create_subscription(customer, account=account)["id"]
 
 
 def row(conn, sub_id):
@@ -221,3 +243,86 @@ def test_the_mode_is_the_keys_or_the_settings_and_they_must_agree():
     with pytest.raises(config.ConfigError, match="mode"):
         config.load({}).require_mode()
     assert json.dumps(config.load({"STRIPE_MODE": "test"}).require_mode()) == "false"
+
+
+def test_a_backfill_lists_a_connected_accounts_events_on_that_account(sim_cli, conn, client, event_queue):
+    sim, api, _ = sim_cli
+    account, _ = connected_subscription(sim)
+    listed = sim.all_events(account=account)
+    post_event(client, listed[0])  # one webhook of it: we hold something of the account
+    report = backfill.backfill(db.pool(), api, event_queue)
+    assert (report.accounts[account]["listed"], report.accounts[account]["recovered"]) == (len(listed), len(listed) - 1)
+    stored = {(r["id"], r["account"]) for r in conn.execute("SELECT id, account FROM stripe_events")}
+    assert stored == {(e["id"], account) for e in listed}
+
+
+def test_events_fetch_of_a_connected_event_needs_its_account_and_stores_it_on_it(sim_cli, conn):
+    sim, _, app = sim_cli
+    account, _ = connected_subscription(sim)
+    event_id = sim.all_events(account=account)[-1]["id"]
+    without = invoke(app, "events", "fetch", event_id)
+    assert without.exit_code == 1
+    assert f"Stripe has no event {event_id}" in without.output
+    assert "needs --account acct_..." in without.output
+    fetched = invoke(app, "events", "fetch", event_id, "--account", account)
+    assert fetched.output.strip() == f"{event_id}: stored and queued"
+    assert event_row(conn, event_id)["account"] == account
+
+
+def test_reconcile_run_of_one_account_or_the_platform_covers_that_one_alone(sim_cli, conn):
+    sim, _, app = sim_cli
+    account, connected = connected_subscription(sim)
+    platform = sim.create_subscription(sim.create_customer(email="p@example.com")["id"])["id"]
+    result = invoke(app, "reconcile", "run", "--account", account, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (set(report["accounts"]), report["created"]) == ({account}, 1)
+    assert {(r["id"], r["account"]) for r in conn.execute("SELECT id, account FROM subscriptions")} == {
+        (connected, account)
+    }
+    result = invoke(app, "reconcile", "run", "--account", "platform", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (set(report["accounts"]), report["created"], report["missing_in_stripe"]) == ({"platform"}, 1, 0)
+    assert row(conn, platform)["account"] is None
+    assert invoke(app, "reconcile", "run", "--account", "cus_1").exit_code == 2
+
+
+def test_a_late_active_snapshot_of_an_ended_period_is_asked_about_once_and_repaired(sim_cli, conn, client):
+    sim, api, _ = sim_cli
+    sub = sim.create_subscription(sim.create_customer(email="late@example.com")["id"])["id"]
+    old = sim.get_subscription(sub)
+    taken = sim.now()
+    # Stripe renews it; the old period's snapshot arrives only once its grace is over.
+    sim.advance_to(int(datetime.now(UTC).timestamp()) - 60)
+    assert datetime.fromtimestamp(old["items"]["data"][0]["current_period_end"], UTC) + GRACE < datetime.now(UTC)
+    late = make_event("customer.subscription.updated", old, created=taken)
+    post_event(client, late)
+    assert apply(late["id"]) == "processed"
+    assert row(conn, sub)["access"] == "grace"
+    result = grace.refresh(db.pool(), grace=GRACE, api=api)
+    assert (result.asked_stripe, result.repaired_from_stripe) == (1, 1)
+    repaired = row(conn, sub)
+    assert (repaired["status"], repaired["access"]) == ("active", "full")
+    [item] = sim.get_subscription(sub)["items"]["data"]
+    assert repaired["current_period_end"].timestamp() == item["current_period_end"]
+
+
+SUMMARY = "entitlements.active_entitlement_summary.updated"
+
+
+def test_a_connected_thin_summary_is_read_through_its_v2_event_in_its_context(stripe_sim, conn, client):
+    sim, api = stripe_sim
+    account = sim.create_account()["id"]
+    feature = sim.create_feature("api", "API access", account=account)["id"]
+    sim.attach_feature("prod_premium", feature, account=account)
+    customer = sim.create_customer(email="feat@example.com", account=account)["id"]
+    sim.create_subscription(customer, account=account)
+    summary = next(e for e in reversed(sim.all_events(account=account)) if e["type"] == SUMMARY)
+    # A summary has no URL of its own; without the snapshot's id in the delivery, the v2 event names it.
+    thin = {k: v for k, v in sim.thin_event_for(summary["id"]).items() if k != "snapshot_event"}
+    post_event(client, thin)
+    [result] = apply_events(db.pool(), [thin["id"]], grace=GRACE, api=api)
+    assert result.status == "processed", event_row(conn, thin["id"])["last_error"]
+    granted = conn.execute("SELECT lookup_key, account FROM customer_entitlements WHERE customer_id = %s", (customer,))
+    assert [(r["lookup_key"], r["account"]) for r in granted] == [("api", account)]

@@ -205,6 +205,10 @@ def test_a_connected_accounts_thin_events_carry_its_context(receiver, client_for
     assert client.v2.core.events.list().data == []
     listed = client.v2.core.events.list(options={"stripe_context": acct})
     assert len(listed.data) == len(got)
+    # v2 is told the account by Stripe-Context alone: Stripe-Account there reads the platform's
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v2.core.events.retrieve(got[-1]["id"], options={"stripe_account": acct})
+    assert client.v2.core.events.retrieve(got[-1]["id"], options={"stripe_context": acct}).id == got[-1]["id"]
     # Stripe-Context reaches v1 objects as Stripe-Account does
     assert client.v1.subscriptions.retrieve(sub, options={"stripe_context": acct}).id == sub
     sim.deauthorize_account(acct)

@@ -3,7 +3,9 @@
 A thin event (an event destination's thin payload, `"object":
 "v2.core.event"`) carries no snapshot: its `related_object` names the
 object and its `context` the connected account. To apply one, the object is
-fetched (with `Stripe-Account` for a connected account) and applied as the
+fetched in that context (sent back as `Stripe-Context`, as Stripe's
+libraries fetch a thin event and its object; the v2 API reads no
+`Stripe-Account`) and applied as the
 snapshot event of the same v1 type would be, through the same handler,
 with the API answer's time as its Stripe time: an answer later than a
 webhook already applied is newer, one earlier is skipped as stale. An
@@ -43,7 +45,8 @@ def snapshot_event(api: StripeApi | None, thin: dict[str, Any]) -> dict[str, Any
     event_type = thin.get("type")
     if event_type == GENERATION_FAILURE_RESOLVED:
         api = _api(api)
-        full, _ = api.get(f"/v2/core/events/{thin['id']}")
+        context = thin.get("context")
+        full, _ = api.get(f"/v2/core/events/{thin['id']}", context=context if isinstance(context, str) else None)
         impact = (full.get("data") or {}).get("impact") or {}
         v1_type = impact.get("event_type")
         related = impact.get("related_object")
@@ -62,7 +65,7 @@ def snapshot_event(api: StripeApi | None, thin: dict[str, Any]) -> dict[str, Any
     if not isinstance(url, str) or not url.startswith(_OBJECT_PATH_PREFIX) or ".." in url:
         msg = "the thin event names no v1 object to fetch"
         raise InvalidPayload(msg)
-    obj, seen_at = _api(api).get(url, account=account if isinstance(account, str) else None)
+    obj, seen_at = _api(api).get(url, context=account if isinstance(account, str) else None)
     return {
         "id": thin["id"],
         "object": "event",
@@ -83,12 +86,12 @@ def _snapshot_twin(api: StripeApi, thin: dict[str, Any], v1_type: str, account: 
     """
     snapshot_id = thin.get("snapshot_event")
     if not isinstance(snapshot_id, str):
-        full, _ = api.get(f"/v2/core/events/{thin['id']}", account=account)
+        full, _ = api.get(f"/v2/core/events/{thin['id']}", context=account)
         snapshot_id = full.get("snapshot_event")
     if not isinstance(snapshot_id, str) or not snapshot_id.startswith("evt_") or "/" in snapshot_id:
         msg = "the thin event names neither an object nor its snapshot event"
         raise InvalidPayload(msg)
-    snapshot, _ = api.get(f"/v1/events/{snapshot_id}", account=account)
+    snapshot, _ = api.get(f"/v1/events/{snapshot_id}", context=account)
     if snapshot.get("type") != v1_type or not isinstance((snapshot.get("data") or {}).get("object"), dict):
         msg = "the thin event's snapshot event is not of its type"
         raise InvalidPayload(msg)

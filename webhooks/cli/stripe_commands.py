@@ -135,7 +135,9 @@ def events_fetch(event_id: str, account: str | None) -> None:
     try:
         new = backfill.fetch(web.pool, _api(), web.queue, event_id, account=scope)
     except stripe.InvalidRequestError as exc:
-        raise click.ClickException(f"Stripe has no event {event_id}: {exc.user_message or exc}") from None
+        # A connected account's event exists only on that account: without --account it is not found.
+        hint = "" if account else "; an event of a connected account needs --account acct_..."
+        raise click.ClickException(f"Stripe has no event {event_id}: {exc.user_message or exc}{hint}") from None
     except EXPECTED as exc:
         raise _fail(f"could not fetch {event_id}", exc) from None
     click.echo(f"{event_id}: {'stored and queued' if new else 'already stored'}")
