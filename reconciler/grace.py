@@ -113,7 +113,9 @@ def refresh(
                         continue
                     except _Refused:
                         refused.add(row["account"])
-                        log.warning("grace_account_refused", account=row["account"], restricts_after=str(grace))
+                        log.warning(
+                            "grace_account_refused", account=row["account"], effect="restricted a grace period later"
+                        )
                 # Refused: one more grace period in case the account comes back, then restricted.
                 if row["account"] in refused and now < ended + grace:
                     result.stripe_errors += 1
