@@ -267,6 +267,8 @@ ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS refunds_scanned integer
 ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS ledger_refunds_added integer NOT NULL DEFAULT 0;
 ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS disputes_scanned integer NOT NULL DEFAULT 0;
 ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS ledger_disputes_added integer NOT NULL DEFAULT 0;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS invoices_missing integer NOT NULL DEFAULT 0;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS accounts_failed integer NOT NULL DEFAULT 0;
 
 -- Ours: customers, from customer.* events.
 CREATE TABLE IF NOT EXISTS customers (

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import stripe
 from psycopg_pool import ConnectionPool
 
 from reconciler import accounts
@@ -42,6 +43,7 @@ class BackfillReport:
     recovered: int = 0
     refused: int = 0
     checkpoint: int | None = None
+    accounts_failed: int = 0  # connected accounts Stripe refused us (revoked, unknown): see each one's `error`
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -119,13 +121,28 @@ def backfill(
     """Ingest every event Stripe lists since `since` (default: each account's checkpoint) that we lack."""
     report = BackfillReport()
     for each in accounts.in_scope(pool, account):
-        part = _backfill_account(pool, api, queue, each, since)
+        try:
+            part = _backfill_account(pool, api, queue, each, since)
+        except stripe.PermissionError as exc:
+            if each is None:
+                raise  # the platform refusing us is the key itself
+            # A revoked connected account keeps its checkpoint; the others are backfilled.
+            log.warning("backfill_account_refused", account=each, code=exc.code)
+            report.accounts_failed += 1
+            report.accounts[accounts.key(each)] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
         if not report.accounts:
             report.since, report.checkpoint = part["since"], part["checkpoint"]
         report.accounts[accounts.key(each)] = part
         for name in ("listed", "recovered", "refused"):
             setattr(report, name, getattr(report, name) + part[name])
-    log.info("backfill_finished", listed=report.listed, recovered=report.recovered, refused=report.refused)
+    log.info(
+        "backfill_finished",
+        listed=report.listed,
+        recovered=report.recovered,
+        refused=report.refused,
+        accounts_failed=report.accounts_failed,
+    )
     return report
 
 

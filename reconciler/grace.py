@@ -11,6 +11,12 @@ renewal whose webhook was lost is repaired there and then (audit source
 (an error, a rate limit that does not clear), the row stays in grace and is
 tried again next minute: a Stripe outage must not lock paying customers out.
 Without STRIPE_API_KEY there is no one to ask, and grace ends in restricted.
+
+A connected account Stripe refuses us (403: it revoked our access, or our
+key does not know it) says nothing of the renewal either, but unlike an
+outage it may never end: its rows are deferred for one more grace period
+then grace ends in restricted as without a key.
+Within one check such an account is asked once and logged once.
 """
 
 from __future__ import annotations
@@ -50,12 +56,17 @@ class _Deferred(Exception):
     """Stripe could not be asked now: the row stays in grace and is asked again next minute."""
 
 
+class _Refused(Exception):
+    """Stripe refuses us the row's connected account (403): revoked, or unknown to our key."""
+
+
 def _ask_stripe(api: StripeApi, row: dict[str, Any]) -> Snapshot | None:
     """Stripe's subscription, on its own account (a connected one is unknown to the platform).
 
     None when Stripe does not know it (nothing confirms a renewal);
-    _Deferred when Stripe could not be asked, or not on that account (a
-    key without access to it is a 403, which says nothing of the renewal).
+    _Refused when Stripe refuses us its connected account; _Deferred when
+    Stripe could not be asked (the platform's own 403 is a key without the
+    permission, which an operator fixes).
     """
     try:
         return api.retrieve_subscription(row["id"], account=row["account"])
@@ -64,6 +75,11 @@ def _ask_stripe(api: StripeApi, row: dict[str, Any]) -> Snapshot | None:
             "grace_subscription_unknown_to_stripe", subscription_id=row["id"], account=row["account"], error=str(exc)
         )
         return None
+    except stripe.PermissionError as exc:
+        if row["account"] is None:
+            log.warning("grace_check_deferred", subscription_id=row["id"], account=None, error=str(exc))
+            raise _Deferred from exc
+        raise _Refused from exc
     except stripe.StripeError as exc:
         log.warning("grace_check_deferred", subscription_id=row["id"], account=row["account"], error=str(exc))
         raise _Deferred from exc
@@ -80,16 +96,28 @@ def refresh(
     result = RefreshResult()
     source_id = f"refresh:{now.isoformat(timespec='seconds')}"
     after = ""
+    refused: set[str] = set()  # connected accounts Stripe refused us in this check: asked once
     while rows := _due(pool, now=now, grace=grace, after=after):
         after = rows[-1]["id"]
         for row in rows:
             result.checked += 1
             snapshot = None
-            if api is not None and now >= row["current_period_end"] + grace:
-                result.asked_stripe += 1
-                try:
-                    snapshot = _ask_stripe(api, row)
-                except _Deferred:
+            ended = row["current_period_end"] + grace
+            if api is not None and now >= ended:
+                if row["account"] not in refused:
+                    result.asked_stripe += 1
+                    try:
+                        snapshot = _ask_stripe(api, row)
+                    except _Deferred:
+                        result.stripe_errors += 1
+                        continue
+                    except _Refused:
+                        refused.add(row["account"])
+                        log.warning(
+                            "grace_account_refused", account=row["account"], effect="restricted a grace period later"
+                        )
+                # Refused: one more grace period in case the account comes back, then restricted.
+                if row["account"] in refused and now < ended + grace:
                     result.stripe_errors += 1
                     continue
             with pool.connection() as conn, conn.transaction():

@@ -38,6 +38,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+import stripe
 from psycopg_pool import ConnectionPool
 
 from reconciler import accounts
@@ -48,7 +50,7 @@ from reconciler.readahead import read_ahead
 from reconciler.report import MAX_LISTED, AccountRun, Figures, Report, note_verdict
 from subsync import drift, logs
 from subsync.invoice_effects import apply_invoices
-from subsync.ledger import facts_implied_by_invoice
+from subsync.ledger import PaymentFact, facts_implied_by_invoice, facts_implied_by_subscription
 from subsync.store import invoices, jobs, locks, payments, subscriptions
 from subsync.stripe_api import Snapshot, StripeApi
 from subsync.stripe_objects import InvoiceSnapshot, SubscriptionSnapshot, parse_invoice, parse_subscription
@@ -94,10 +96,13 @@ def _reconcile_subscriptions(run: AccountRun, api: StripeApi) -> None:
 def _subscription_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> None:
     parsed = [(parse_subscription(s.data, account=run.account), s.seen_at) for s in page]
     ids = [snapshot.id for snapshot, _ in parsed]
+    # A canceled subscription's CANCELLED row, which its lost `customer.subscription.deleted` would have given.
+    facts = [fact for s in page for fact in facts_implied_by_subscription(s.data, s.seen_at, account=run.account)]
     with run.pool.connection() as conn:
         ours = subscriptions.load_subscriptions(conn, ids)
-        our_items = subscriptions.load_items(conn, ids)
+        our_items, filed_under = subscriptions.load_items_with_accounts(conn, ids)
         unpaid = invoices.unpaid_invoices(conn, ids)
+        missing_facts = _missing_facts(conn, facts)
         to_apply: list[tuple[SubscriptionSnapshot, datetime]] = []
         for snapshot, seen_at in parsed:
             run.figures.scanned += 1
@@ -109,22 +114,46 @@ def _subscription_page(run: AccountRun, page: list[Snapshot], *, now: datetime) 
                 now=now,
                 grace=run.grace,
                 unpaid_invoice=unpaid.get(snapshot.id),
+                our_item_accounts=filed_under.get(snapshot.id, ()),
             )
             if not note_verdict(run, verdict, "subscription_id", snapshot.id, stripe_status=snapshot.status):
                 continue
             to_apply.append((snapshot, seen_at))
-        if run.report.dry_run or not to_apply:
+        if run.report.dry_run:
+            run.figures.ledger_added += len(missing_facts)
+            return
+        if not to_apply and not missing_facts:
             return
         with conn.transaction():
-            applied = subscriptions.apply_subscription_snapshots(
-                conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
+            applied = (
+                subscriptions.apply_subscription_snapshots(
+                    conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
+                )
+                if to_apply
+                else []
             )
+            run.figures.ledger_added += _record(run, conn, missing_facts)
         run.bulk.wrote(len(to_apply))
         for (snapshot, _), result in zip(to_apply, applied, strict=True):
             if result.stale:  # a webhook applied since the comparison
                 run.figures.left_alone_newer += 1
             elif snapshot.id in ours and result.changed:
                 run.figures.fixed += 1
+
+
+def _missing_facts(conn: psycopg.Connection[Any], facts: list[PaymentFact]) -> list[PaymentFact]:
+    """The facts of a page the ledger lacks."""
+    if not facts:
+        return []
+    recorded = payments.recorded_fact_keys(conn, [f.fact_key for f in facts])
+    return [fact for fact in facts if fact.fact_key not in recorded]
+
+
+def _record(run: AccountRun, conn: psycopg.Connection[Any], facts: list[PaymentFact]) -> int:
+    """Record the facts the ledger lacked (source `reconcile`); how many were new."""
+    if not facts:
+        return 0
+    return len(payments.record_payments(conn, [(f, None) for f in facts], source="reconcile", source_id=run.source_id))
 
 
 # --- invoices -----------------------------------------------------------------------
@@ -138,7 +167,17 @@ def _reconcile_invoices(run: AccountRun, api: StripeApi) -> None:
     with run.pool.connection() as conn:
         older = invoices.unfinished_created_before(conn, since, account=run.account)
     for invoice_id in older:
-        _invoice_page(run, [api.retrieve_invoice(invoice_id, account=run.account)], now=datetime.now(UTC))
+        try:
+            snapshot = api.retrieve_invoice(invoice_id, account=run.account)
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_missing":
+                raise
+            # Stripe deletes drafts outright; no status says so, so the row is reported, not changed.
+            run.figures.invoices_missing += 1
+            if len(run.report.missing_invoice_ids) < MAX_LISTED:
+                run.report.missing_invoice_ids.append(invoice_id)
+            continue
+        _invoice_page(run, [snapshot], now=datetime.now(UTC))
 
 
 def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> None:
@@ -148,17 +187,20 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
         facts = [
             fact for _, data, seen_at in parsed for fact in facts_implied_by_invoice(data, seen_at, account=run.account)
         ]
-        missing_facts = {f.fact_key for f in facts} - payments.recorded_fact_keys(conn, [f.fact_key for f in facts])
+        missing_facts = _missing_facts(conn, facts)
         to_apply: list[tuple[InvoiceSnapshot, datetime]] = []
         for snapshot, _, seen_at in parsed:
             run.figures.invoices_scanned += 1
             verdict = drift.invoice(ours.get(snapshot.id), snapshot, seen_at)
-            if verdict.kind in ("created", "drifted"):
-                run.figures.invoices_drifted += 1
-                new = ours.get(snapshot.id) is None
-                run.report.note(
-                    {"invoice_id": snapshot.id, "account": run.account, "new": new, "changes": verdict.changes}
-                )
+            if note_verdict(
+                run,
+                verdict,
+                "invoice_id",
+                snapshot.id,
+                created="invoices_drifted",
+                drifted="invoices_drifted",
+                stripe_status=snapshot.status,
+            ):
                 to_apply.append((snapshot, seen_at))
         if run.report.dry_run:
             run.figures.ledger_added += len(missing_facts)
@@ -171,11 +213,7 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
                 conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
             )
             run.figures.invoices_fixed += sum(written)
-            missing = [fact for fact in facts if fact.fact_key in missing_facts]
-            added = payments.record_payments(
-                conn, [(f, None) for f in missing], source="reconcile", source_id=run.source_id
-            )
-            run.figures.ledger_added += len(added)
+            run.figures.ledger_added += _record(run, conn, missing_facts)
         run.bulk.wrote(len(to_apply))
 
 
@@ -196,12 +234,35 @@ PASSES: tuple[Callable[[AccountRun, StripeApi], None], ...] = (
 def _reconcile_account(
     pool: ConnectionPool[Any], api: StripeApi, report: Report, *, account: str | None, grace: timedelta
 ) -> None:
-    """One account's subscriptions and invoices, listed on that account, against our rows of it."""
-    figures = report.accounts.setdefault(accounts.key(account), Figures())
+    """One account's subscriptions and invoices, listed on that account, against our rows of it.
+
+    A connected account Stripe refuses us (403: revoked, or unknown to our
+    key) is recorded as failed, with what its passes did before, and the
+    run goes on with the other accounts. The platform refusing us fails the
+    run: that is the key itself.
+    """
+    key = accounts.key(account)
+    figures = report.accounts.setdefault(key, Figures())
     run = AccountRun(pool, report, figures, account, grace, BulkWrites(pool, WRITTEN_TABLES))
-    for each_pass in PASSES:
-        each_pass(run, api)
+    try:
+        for each_pass in PASSES:
+            each_pass(run, api)
+    except stripe.PermissionError as exc:
+        if account is None:
+            raise
+        figures.accounts_failed = 1
+        report.account_errors[key] = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("reconcile_account_refused", run_id=report.run_id, account=account, code=exc.code)
     report.add(figures)
+
+
+def _partial(report: Report) -> str | None:
+    """What a run that could not reconcile every account says in `error`; None when it did."""
+    if not report.account_errors:
+        return None
+    refused = ", ".join(sorted(report.account_errors))
+    text = f"partial: Stripe refused {len(report.account_errors)} connected account(s), not reconciled: {refused}"
+    return text[:2000]
 
 
 def run(
@@ -225,6 +286,7 @@ def run(
             for each in accounts.in_scope(pool, account):
                 _reconcile_account(pool, api, report, account=each, grace=grace)
             report.status = "succeeded"
+            report.error = _partial(report)
         except Exception as exc:
             report.status = "failed"
             report.error = f"{type(exc).__name__}: {exc}"[:2000]

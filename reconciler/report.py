@@ -39,6 +39,7 @@ class Figures:
     invoices_scanned: int = 0
     invoices_drifted: int = 0
     invoices_fixed: int = 0
+    invoices_missing: int = 0  # draft or open here, unknown to Stripe (a draft deleted there)
     ledger_added: int = 0
     entitlements_scanned: int = 0  # customers whose active entitlements were listed and compared
     entitlements_drifted: int = 0
@@ -48,6 +49,7 @@ class Figures:
     ledger_refunds_added: int = 0  # succeeded refunds the ledger lacked, recorded
     disputes_scanned: int = 0
     ledger_disputes_added: int = 0  # dispute openings and outcomes the ledger lacked, recorded
+    accounts_failed: int = 0  # connected accounts Stripe refused us (revoked, unknown): not or partly reconciled
 
 
 FIGURES = tuple(f.name for f in dataclasses.fields(Figures))
@@ -66,7 +68,9 @@ class Report(Figures):
     invoice_changes: list[dict[str, Any]] = field(default_factory=list)
     entitlement_changes: list[dict[str, Any]] = field(default_factory=list)
     missing_ids: list[str] = field(default_factory=list)
+    missing_invoice_ids: list[str] = field(default_factory=list)
     terminal_ids: list[str] = field(default_factory=list)
+    account_errors: dict[str, str] = field(default_factory=dict)  # why an account's passes stopped
 
     def add(self, figures: Figures) -> None:
         for name in FIGURES:
@@ -92,11 +96,15 @@ class Report(Figures):
             "status": self.status,
             "error": self.error,
             **self.totals(),
-            "accounts": {key: dataclasses.asdict(figures) for key, figures in self.accounts.items()},
+            "accounts": {
+                key: {**dataclasses.asdict(figures), "error": self.account_errors.get(key)}
+                for key, figures in self.accounts.items()
+            },
             "changes": self.changes,
             "invoice_changes": self.invoice_changes,
             "entitlement_changes": self.entitlement_changes,
             "missing_ids": self.missing_ids,
+            "missing_invoice_ids": self.missing_invoice_ids,
             "terminal_ids": self.terminal_ids,
         }
 
@@ -117,8 +125,22 @@ class AccountRun:
         return str(self.report.run_id)
 
 
-def note_verdict(run: AccountRun, verdict: drift.Verdict, id_name: str, object_id: str, **extra: Any) -> bool:
-    """Count and list one subscription's verdict; True when it is to be repaired."""
+def note_verdict(
+    run: AccountRun,
+    verdict: drift.Verdict,
+    id_name: str,
+    object_id: str,
+    *,
+    created: str = "created",
+    drifted: str = "drifted",
+    **extra: Any,
+) -> bool:
+    """Count and list one object's verdict into the figures named; True when it is to be repaired.
+
+    `created`/`drifted` name the figures a new or drifted object counts in
+    (a subscription's by default; an invoice counts both as invoices_drifted).
+    Left alone and terminal here are counted alike for every kind of object.
+    """
     figures = run.figures
     if verdict.kind == "newer_here":
         figures.left_alone_newer += 1
@@ -131,10 +153,8 @@ def note_verdict(run: AccountRun, verdict: drift.Verdict, id_name: str, object_i
         return False
     if verdict.kind == "same":
         return False
-    if verdict.kind == "created":
-        figures.created += 1
-    else:
-        figures.drifted += 1
+    name = created if verdict.kind == "created" else drifted
+    setattr(figures, name, getattr(figures, name) + 1)
     run.report.note(
         {id_name: object_id, "account": run.account, "new": verdict.kind == "created", "changes": verdict.changes}
     )

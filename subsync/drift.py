@@ -13,7 +13,7 @@ counted and listed on their own, never passed off as newer).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -48,7 +48,12 @@ def _json(value: Any) -> Any:
 
 
 def _items_json(items: Sequence[ItemSnapshot]) -> list[str]:
-    return [f"{item.id}:{item.price_id}x{item.quantity}" for item in sorted(items, key=lambda item: item.id)]
+    """Each item as `id:price x quantity start..end`: a renewal of an item changes only its period."""
+    return [
+        f"{item.id}:{item.price_id}x{item.quantity}"
+        f" {_json(item.current_period_start)}..{_json(item.current_period_end)}"
+        for item in sorted(items, key=lambda item: item.id)
+    ]
 
 
 def _refused(ours_terminal: bool, theirs_terminal: bool) -> Verdict:
@@ -64,8 +69,13 @@ def subscription(
     now: datetime,
     grace: timedelta,
     unpaid_invoice: InvoiceState | None,
+    our_item_accounts: Collection[str | None] = (),
 ) -> Verdict:
-    """What Stripe's snapshot (seen at `seen_at`) would change in our subscription row and items."""
+    """What Stripe's snapshot (seen at `seen_at`) would change in our subscription row and items.
+
+    `our_item_accounts`: the accounts our items are filed under; any other
+    than the snapshot's is drift of the items (`items_account`).
+    """
     after = next_subscription_state(ours, theirs, seen_at, now=now, grace=grace, unpaid_invoice=unpaid_invoice)
     if after is None:
         assert ours is not None  # only an existing row can refuse a snapshot
@@ -74,6 +84,8 @@ def subscription(
     changes = {name: [None if old is None else old.get(name), value] for name, value in new.items()}
     if sorted(our_items, key=lambda item: item.id) != sorted(theirs.items, key=lambda item: item.id):
         changes["items"] = [_items_json(our_items), _items_json(theirs.items)]
+    if set(our_item_accounts) - {theirs.account}:
+        changes["items_account"] = [sorted(our_item_accounts, key=str), [theirs.account]]
     if not changes:
         return _SAME
     return Verdict("created" if ours is None else "drifted", changes)

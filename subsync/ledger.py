@@ -42,7 +42,7 @@ from subsync.stripe_objects import (
     parse_subscription,
 )
 
-__all__ = ["LedgerStatus", "PaymentFact", "facts_implied_by_invoice", "ledger_fact"]
+__all__ = ["LedgerStatus", "PaymentFact", "facts_implied_by_invoice", "facts_implied_by_subscription", "ledger_fact"]
 
 LedgerStatus = Literal[
     "COMPLETED", "FAILED", "EXPIRED", "CANCELLED", "REFUNDED", "DISPUTED", "DISPUTE_WON", "DISPUTE_LOST"
@@ -100,6 +100,22 @@ def facts_implied_by_invoice(
     if paid:
         facts.append(_invoice_completed(inv, seen_at))
     return [fact if account is None else dataclasses.replace(fact, account=account) for fact in facts]
+
+
+def facts_implied_by_subscription(
+    obj: Mapping[str, Any], seen_at: datetime, *, account: str | None = None
+) -> list[PaymentFact]:
+    """A canceled subscription's cancellation, under the key its `customer.subscription.deleted` gives.
+
+    For a subscription read from Stripe's API: a deletion whose event was
+    lost still reaches the ledger, and one recorded from its event is never
+    recorded twice. `seen_at` stands for the time only when the object has
+    neither `ended_at` nor `canceled_at`.
+    """
+    if obj.get("status") != "canceled":
+        return []
+    fact = ledger_fact("customer.subscription.deleted", obj, seen_at, account=account)
+    return [] if fact is None else [fact]
 
 
 def _invoice_completed(inv: InvoiceSnapshot, event_created: datetime) -> PaymentFact:

@@ -340,3 +340,72 @@ def test_a_run_that_fills_tables_analyzes_them_each_time_its_writes_double(conn)
     bulk.wrote(10 * FIRST_ANALYZE_AT)
     assert bulk.analyzes == 3
     wait_for(lambda: analyzed() >= start + 3)  # the statistics collector reports a little later
+
+
+def test_a_lost_metadata_only_change_is_repaired_and_named(stripe_sim, conn):
+    sim, api = stripe_sim
+    (sub,) = new_subscriptions(sim, 1)
+    run(api)
+    sim.update_subscription_metadata(sub["id"], {"plan": "team"})  # its webhook lost
+    dry = run(api, dry_run=True)
+    (change,) = dry.changes
+    assert change["changes"] == {"metadata": [{}, {"plan": "team"}]}
+    report = run(api)
+    assert (report.drifted, report.fixed) == (1, 1)
+    assert local(conn)[sub["id"]]["metadata"] == {"plan": "team"}
+    assert_equal_to_stripe(conn, sim)
+    assert run(api).drifted == 0
+
+
+def test_a_renewal_whose_new_invoice_never_reached_the_row_is_repaired(stripe_sim, conn):
+    sim, api = stripe_sim
+    (sub,) = new_subscriptions(sim, 1)
+    run(api)
+    first_invoice = local(conn)[sub["id"]]["latest_invoice_id"]
+    sim.advance(31 * DAY)  # renewed; every webhook lost
+    run(api)
+    renewed = local(conn)[sub["id"]]
+    assert renewed["latest_invoice_id"] != first_invoice
+    # The renewal as an earlier snapshot gave it: the new period, the old invoice.
+    conn.execute(
+        "UPDATE subscriptions SET latest_invoice_id = %s, stripe_updated_at = stripe_updated_at - interval '1 hour'",
+        (first_invoice,),
+    )
+    dry = run(api, dry_run=True)
+    (change,) = dry.changes
+    assert change["changes"] == {"latest_invoice_id": [first_invoice, renewed["latest_invoice_id"]]}
+    report = run(api)
+    assert (report.drifted, report.fixed) == (1, 1)
+    assert_equal_to_stripe(conn, sim)
+
+
+def test_items_filed_under_another_account_are_refiled(stripe_sim, conn):
+    sim, api = stripe_sim
+    new_subscriptions(sim, 1)
+    run(api)
+    conn.execute("UPDATE subscription_items SET account = 'acct_wrong'")
+    report = run(api)
+    assert (report.drifted, report.fixed) == (1, 1)
+    assert report.changes[0]["changes"] == {"items_account": [["acct_wrong"], [None]]}
+    assert [r["account"] for r in conn.execute("SELECT account FROM subscription_items")] == [None]
+    assert run(api).drifted == 0
+
+
+def test_a_dry_run_shows_the_item_periods_a_renewal_moves(stripe_sim, conn):
+    sim, api = stripe_sim
+    (sub,) = new_subscriptions(sim, 1)
+    run(api)
+    sim.advance(31 * DAY)  # renewed; every webhook lost
+    dry = run(api, dry_run=True)
+    (change,) = dry.changes
+    (item,) = sim.get_subscription(sub["id"])["items"]["data"]
+    (row,) = conn.execute("SELECT current_period_start, current_period_end FROM subscription_items").fetchall()
+
+    def listed(start, end):
+        return [f"{item['id']}:{item['price']['id']}x{item['quantity']} {start.isoformat()}..{end.isoformat()}"]
+
+    renewed = [datetime.fromtimestamp(item[name], UTC) for name in ("current_period_start", "current_period_end")]
+    assert change["changes"]["items"] == [
+        listed(row["current_period_start"], row["current_period_end"]),
+        listed(*renewed),
+    ]

@@ -38,6 +38,7 @@ RUN_FIGURES = (
     "invoices_scanned",
     "invoices_drifted",
     "invoices_fixed",
+    "invoices_missing",
     "ledger_added",
     "entitlements_scanned",
     "entitlements_drifted",
@@ -47,6 +48,7 @@ RUN_FIGURES = (
     "ledger_refunds_added",
     "disputes_scanned",
     "ledger_disputes_added",
+    "accounts_failed",
 )
 
 

@@ -118,21 +118,36 @@ def items_of(snapshot: SubscriptionSnapshot) -> Items:
 
 def load_items(conn: psycopg.Connection[Any], subscription_ids: Sequence[str]) -> dict[str, Items]:
     """The stored items of these subscriptions (a subscription without any is absent)."""
+    return load_items_with_accounts(conn, subscription_ids)[0]
+
+
+def load_items_with_accounts(
+    conn: psycopg.Connection[Any], subscription_ids: Sequence[str]
+) -> tuple[dict[str, Items], dict[str, frozenset[str | None]]]:
+    """The stored items of these subscriptions, and the accounts each one's items are filed under."""
     [rows] = fetch_together(conn, [_items_query(subscription_ids)])
-    return _items_from(rows)
+    return _items_from(rows), _item_accounts(rows)
 
 
 def _items_query(subscription_ids: Sequence[str]) -> Query:
     where, param, prepare = id_match("subscription_id", subscription_ids)
-    sql = f"SELECT subscription_id, {', '.join(ITEM_COLUMNS)} FROM subscription_items WHERE {where} ORDER BY id"  # noqa: S608
+    columns = ", ".join(("subscription_id", "account", *ITEM_COLUMNS))
+    sql = f"SELECT {columns} FROM subscription_items WHERE {where} ORDER BY id"  # noqa: S608
     return Query(sql, (param,), prepare)
 
 
 def _items_from(rows: Sequence[dict[str, Any]]) -> dict[str, Items]:
     found: dict[str, list[ItemSnapshot]] = {}
     for row in rows:
-        found.setdefault(row.pop("subscription_id"), []).append(ItemSnapshot(**row))
+        found.setdefault(row["subscription_id"], []).append(ItemSnapshot(**{c: row[c] for c in ITEM_COLUMNS}))
     return {sub_id: tuple(items) for sub_id, items in found.items()}
+
+
+def _item_accounts(rows: Sequence[dict[str, Any]]) -> dict[str, frozenset[str | None]]:
+    found: dict[str, set[str | None]] = {}
+    for row in rows:
+        found.setdefault(row["subscription_id"], set()).add(row["account"])
+    return {sub_id: frozenset(accounts) for sub_id, accounts in found.items()}
 
 
 def _items_json(items: Items | None) -> list[dict[str, Any]]:
@@ -165,9 +180,13 @@ def _plan_write(
     source_id: str | None,
     items_before: Items | None = None,
     items_after: Items | None = None,
+    items_misfiled: bool = False,
 ) -> _Write | None:
-    """What writing `after` (and, when given, `items_after`) over `before` takes; None if nothing."""
-    items_changed = items_after is not None and (items_before or ()) != items_after
+    """What writing `after` (and, when given, `items_after`) over `before` takes; None if nothing.
+
+    `items_misfiled`: some stored item is filed under another account than `after`'s, so the items are rewritten.
+    """
+    items_changed = items_after is not None and ((items_before or ()) != items_after or items_misfiled)
     if before == after and not items_changed:
         return None
     old, new = changed_columns(before, after)
@@ -276,6 +295,7 @@ def apply_subscription_snapshots(
     rows = fetch_together(conn, [_subscriptions_query(ids), _items_query(ids), unpaid_invoices_query(ids)])
     current: dict[str, SubscriptionState | None] = dict(_subscriptions_from(rows[0]))
     stored_items = _items_from(rows[1])
+    filed_under = _item_accounts(rows[1])
     unpaid = unpaid_invoices_from(conn, rows[2])
     results: list[Applied] = []
     # Per subscription: the row and items before this call, after its last applied snapshot, and its source id.
@@ -295,10 +315,19 @@ def apply_subscription_snapshots(
         writes[snapshot.id] = (first_before, first_items, after, items_after, snapshot_source_id)
         current[snapshot.id] = after
         stored_items[snapshot.id] = items_after
-        changed = bool(changed_columns(before, after)[1]) or items_before != items_after
+        misfiled = bool(filed_under.get(snapshot.id, frozenset()) - {after.account})
+        changed = bool(changed_columns(before, after)[1]) or items_before != items_after or misfiled
         results.append(Applied(state=after, stale=False, changed=changed))
     planned = [
-        _plan_write(b, a, source=source, source_id=sid, items_before=ib, items_after=ia)
+        _plan_write(
+            b,
+            a,
+            source=source,
+            source_id=sid,
+            items_before=ib,
+            items_after=ia,
+            items_misfiled=bool(filed_under.get(a.id, frozenset()) - {a.account}),
+        )
         for b, ib, a, ia, sid in writes.values()
     ]
     _execute_writes(conn, [w for w in planned if w is not None])
