@@ -86,6 +86,8 @@ def reconcile_run(dry_run: bool, account: str | None, as_json: bool) -> None:
         return
     verb = "would change" if dry_run else "changed"
     click.echo(f"run {report.run_id} {report.status}{' (dry run)' if dry_run else ''}: {_figures(report)}")
+    if report.error:
+        click.echo(printable(f"  {report.error}", None))
     if len(report.accounts) > 1:
         for key, figures in report.accounts.items():
             click.echo(f"  {key}: {_figures(figures)}")
@@ -95,7 +97,9 @@ def reconcile_run(dry_run: bool, account: str | None, as_json: bool) -> None:
     if len(listed) > LISTED:
         click.echo(f"  ... and more (--json lists up to {MAX_LISTED})")
     for sub_id in report.missing_ids[:LISTED]:
-        click.echo(f"  missing in Stripe: {sub_id}")
+        click.echo(printable(f"  missing in Stripe: {sub_id}", None))
+    for invoice_id in report.missing_invoice_ids[:LISTED]:
+        click.echo(printable(f"  invoice missing in Stripe: {invoice_id}", None))
 
 
 # Changes printed in the text report; --json lists up to MAX_LISTED.
@@ -108,9 +112,11 @@ def _figures(figures: Figures) -> str:
         f" created {figures.created}, missing in Stripe {figures.missing_in_stripe},"
         f" left alone (newer here) {figures.left_alone_newer}, terminal here {figures.terminal_here};"
         f" invoices scanned {figures.invoices_scanned}, drifted {figures.invoices_drifted},"
-        f" fixed {figures.invoices_fixed}; ledger rows added {figures.ledger_added};"
+        f" fixed {figures.invoices_fixed}, missing in Stripe {figures.invoices_missing};"
+        f" ledger rows added {figures.ledger_added};"
         f" entitlements scanned {figures.entitlements_scanned}, drifted {figures.entitlements_drifted},"
-        f" fixed {figures.entitlements_fixed}, skipped (no features) {figures.entitlements_skipped}"
+        f" fixed {figures.entitlements_fixed}, skipped (no features) {figures.entitlements_skipped};"
+        f" accounts failed {figures.accounts_failed}"
     )
 
 
