@@ -64,8 +64,8 @@ _DUPLICATE = b'{"received": true, "duplicate": true}'
 # Stripe's request ids (`req_...`): anything else in the header is not
 # logged, so a forged header cannot put text of its choosing in our logs.
 REQUEST_ID = re.compile(r"req_[A-Za-z0-9]{1,64}")
-# A timestamp or a Content-Length: ASCII digits only (str.isdigit takes
-# superscripts and other scripts' digits, which int() refuses), and few
+# A timestamp or a Content-Length: ASCII digits only (str.isdigit also takes
+# superscripts, which int() refuses, and other scripts' digits), and few
 # enough that int() never refuses the length.
 DECIMAL = re.compile(r"[0-9]{1,18}")
 _JSON = ("Content-Type", "application/json")
