@@ -5,10 +5,11 @@ the backfill on every event it lists, the worker on every payload it reads
 back. A body it refuses can never be stored (PostgreSQL would reject it, so
 Stripe would retry it for days) or never be read back (it would fail every
 attempt to apply it): NUL characters, lone surrogates, non-finite numbers,
-numbers PostgreSQL or Python cannot hold, nesting deeper than `MAX_DEPTH`,
-identifiers longer than `MAX_ID_CHARS`, a `created` time before Stripe
-existed or in the future. The reason it gives is one line that quotes
-nothing of the body.
+numbers PostgreSQL or Python cannot hold, a fraction or an exponent longer
+than `MAX_NUMBER_CHARS` as sent or as PostgreSQL writes it back, nesting
+deeper than `MAX_DEPTH`, identifiers longer than `MAX_ID_CHARS`, a
+`created` time before Stripe existed or in the future. The reason it gives
+is one line that quotes nothing of the body.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ from subsync.logs import Loggable
 MAX_DEPTH = 256
 # Stripe's ids are a few dozen characters; an index entry must stay small.
 MAX_ID_CHARS = 255
-# Literal numbers beyond what a double holds, or written out longer than
-# this, are stored by PostgreSQL as numerics Python cannot read back (or
-# refused by it outright).
+# A number with a fraction or an exponent is stored by PostgreSQL as a
+# numeric and given back written out in full, never with an exponent (1e-70
+# comes back as 0.000...01, 72 characters). Such a number is refused if it
+# is longer than this as sent or as given back: the reader of stored
+# payloads is this module too, and a number it refuses there would fail the
+# event for ever.
 MAX_NUMBER_CHARS = 64
+_NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
 # Stripe's first events; nothing real is older.
 EARLIEST_CREATED = 1_293_840_000  # 2011-01-01T00:00:00Z
 # Characters PostgreSQL's text and jsonb refuse: NUL, and halves of a
@@ -68,10 +73,30 @@ class EventHeader:
     thin: bool = False  # a thin event: the object is fetched from Stripe's API when applied
 
 
+def numeric_chars(text: str) -> int:
+    """How long PostgreSQL's numeric output writes the JSON number `text`: in full, with no exponent."""
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        msg = "a number is not a JSON number"
+        raise InvalidPayload(msg)
+    sign, whole, fraction, exponent = match.groups()
+    fraction = fraction or ""
+    shift = int(exponent or 0)
+    digits = whole + fraction
+    significant = digits.lstrip("0")
+    if not significant:  # zero: numeric has no negative zero
+        whole_chars, sign = 1, ""
+    else:
+        # The point moves `shift` places right; leading zeros are dropped.
+        whole_chars = max(1, len(whole) + shift - (len(digits) - len(significant)))
+    scale = max(0, len(fraction) - shift)
+    return len(sign) + whole_chars + (1 + scale if scale else 0)
+
+
 def _float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value) or len(text) > MAX_NUMBER_CHARS:
-        msg = "a number is too large or too long to store and read back"
+    if not math.isfinite(value) or len(text) > MAX_NUMBER_CHARS or numeric_chars(text) > MAX_NUMBER_CHARS:
+        msg = f"a number is too large or longer than {MAX_NUMBER_CHARS} characters written out in full"
         raise InvalidPayload(msg)
     return value
 

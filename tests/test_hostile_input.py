@@ -13,9 +13,10 @@ import uuid
 
 import pytest
 import stripe
-from helpers import SECRET, make_event, post_event, sign
+from helpers import SECRET, apply, event_row, make_event, post_event, sign
 
 from subsync import config
+from subsync.envelope import MAX_NUMBER_CHARS, loads, numeric_chars
 
 
 def stored(conn) -> int:
@@ -45,6 +46,43 @@ def test_an_old_capture_with_its_own_timestamp_is_outside_tolerance(client, conn
     assert response.get_json()["error"]["code"] == "timestamp_outside_tolerance"
 
 
+NOT_A_TIMESTAMP = {
+    "a superscript two": "\u00b2",
+    "Arabic-Indic digits": "\u0661\u0662\u0663",
+    "a digit and a superscript": "1\u00b2",
+    "a fullwidth one": "\uff11",
+    "5000 digits": "9" * 5000,
+    "empty": "",
+    "negative": "-1",
+    "a space inside": "1 2",
+}
+
+
+@pytest.mark.parametrize("timestamp", list(NOT_A_TIMESTAMP.values()), ids=list(NOT_A_TIMESTAMP))
+def test_a_timestamp_that_is_not_ascii_digits_is_an_invalid_signature(client, conn, timestamp):
+    body = json.dumps(make_event())
+    response = post_raw(client, body, f"t={timestamp},v1=ab")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_signature"
+    assert stored(conn) == 0
+
+
+@pytest.mark.parametrize(
+    "declared", ["\u00b2", "\u0661\u0662", "9" * 5000], ids=["a superscript two", "Arabic-Indic digits", "5000 digits"]
+)
+def test_a_content_length_that_is_not_ascii_digits_is_refused(client, conn, declared):
+    body = json.dumps(make_event())
+    response = client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": sign(body)},
+        environ_overrides={"CONTENT_LENGTH": declared},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_content_length"
+    assert stored(conn) == 0
+
+
 def event_text(**changes) -> str:
     """A Stripe event's JSON with one field replaced by raw JSON text (`changes`: path -> text)."""
     event = make_event()
@@ -71,6 +109,11 @@ UNSTORABLE = {
     "Infinity": {"data.object.amount": "-Infinity"},
     "a number past a double": {"data.object.amount": "1e5000"},
     "a number too long": {"data.object.amount": "1" + "0" * 5000},
+    "a fraction of 72 characters written out": {"data.object.amount": "1e-70"},
+    "a negative one": {"data.object.amount": "-2.5e-63"},
+    "an exponent of 301 digits written out": {"data.object.amount": "1.5e300"},
+    "a zero of 100 places": {"data.object.amount": "0e-100"},
+    "a fraction PostgreSQL cannot hold": {"data.object.amount": "1e-20000"},
     "created as 1e20": {"created": "1e20"},
     "created far in the future": {"created": "100000000000000000000"},
     "created before Stripe": {"created": "-1000000000000000"},
@@ -99,6 +142,30 @@ def test_a_paired_surrogate_and_a_deep_but_sane_event_are_stored(client, conn):
     body = event_text(**{"data.object.metadata": metadata})
     assert post_raw(client, body).status_code == 200
     assert stored(conn) == 1
+
+
+# Written out by PostgreSQL: 64 characters or fewer, the longest that are stored and read back.
+LONGEST_NUMBERS = ["1e-62", "-1.5e-60", "9.99e63", "0.5e-3", "100e-2", "-0.0e-61", "1E+2", "12.5"]
+
+
+@pytest.mark.parametrize("literal", [*LONGEST_NUMBERS, "1e-70", "1.5e300", "-2.5e-63", "0e-100", "0.10"])
+def test_numeric_chars_is_the_length_postgresql_writes_a_number_back_as(conn, literal):
+    written = conn.execute("SELECT %s::jsonb::text AS t", (literal,)).fetchone()["t"]
+    assert numeric_chars(literal) == len(written), written
+
+
+def test_numbers_as_long_as_postgresql_writes_back_are_stored_and_read_back_by_the_worker(client, conn):
+    amounts = ", ".join(f'"a{i}": {literal}' for i, literal in enumerate(LONGEST_NUMBERS))
+    event = make_event("customer.created", {"id": "cus_numbers", "object": "customer", "email": "a@example.com"})
+    body = json.dumps(event).replace('"email"', amounts + ', "email"')
+    assert post_raw(client, body).status_code == 200
+    text = conn.execute("SELECT payload::text AS t FROM stripe_events WHERE id = %s", (event["id"],)).fetchone()["t"]
+    written_out = "0." + "0" * 61 + "1"
+    assert len(written_out) == MAX_NUMBER_CHARS
+    assert f'"a0": {written_out}' in text
+    assert loads(text)["data"]["object"]["a0"] == 1e-62
+    assert apply(event["id"]) == "processed"
+    assert event_row(conn, event["id"])["last_error"] is None
 
 
 def test_a_chunked_body_over_the_limit_is_413(app, conn):

@@ -4,8 +4,10 @@ The web, worker and scheduler processes run as the Procfile starts them,
 with a database password, a webhook secret and an API key that appear
 nowhere else, while the simulator delivers a customer's lifecycle (with
 their email and name) and this test sends forged, hostile and poisonous
-deliveries. Then every line every process wrote is searched for each
-secret and each piece of personal data.
+deliveries. A second web process, whose PostgreSQL is reached through a
+proxy the test cuts, answers a delivery during a storage outage (503) and
+one it crashes on (500). Then every line every process wrote is searched
+for each secret and each piece of personal data.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 import requests
 from helpers import TEST_DATABASE_URL, make_event, subscription_obj
 from processes import BIN, _spawn, start_web, start_worker, stop
-from proxy import free_port
+from proxy import TcpProxy, free_port
 from sim import DAY, running_simulator
 
 pytestmark = pytest.mark.slow
@@ -44,8 +46,15 @@ def with_password(url: str) -> str:
 
 
 @pytest.fixture
-def processes(conn: Any, tmp_path: Path) -> Iterator[tuple[Any, str, Path]]:
-    web_port = free_port()
+def postgres_cut() -> Iterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def processes(conn: Any, tmp_path: Path, postgres_cut: TcpProxy) -> Iterator[tuple[Any, str, str, Path]]:
+    web_port, faulty_port = free_port(), free_port()
     url = f"http://127.0.0.1:{web_port}/webhooks/stripe"
     with running_simulator(
         start=int(time.time()) - 40 * DAY, api_key=API_KEY, webhook_urls=[url], webhook_secret=WEBHOOK_SECRET
@@ -60,11 +69,19 @@ def processes(conn: Any, tmp_path: Path) -> Iterator[tuple[Any, str, Path]]:
             # The nightly reconciliation, every minute: its lines are in the logs too.
             "RECONCILE_CRON": "* * * * *",
         }
+        faulty_env = {
+            **env,
+            "DATABASE_URL": with_password(TEST_DATABASE_URL).replace(":5432/", f":{postgres_cut.port}/"),
+            # libpq's client encoding: psycopg then cannot encode a euro sign
+            # in the body, an exception the receiver does not expect (a 500).
+            "PGCLIENTENCODING": "LATIN1",
+        }
         started = [start_web(web_port, env, log=tmp_path / "web.log")]
         try:
+            started.append(start_web(faulty_port, faulty_env, log=tmp_path / "web-faulty.log"))
             started.append(start_worker(processes=1, threads=4, env=env, log=tmp_path / "worker.log"))
             started.append(_spawn([str(BIN / "python"), "-m", "reconciler.scheduler"], env, tmp_path / "scheduler.log"))
-            yield sim, url, tmp_path
+            yield sim, url, f"http://127.0.0.1:{faulty_port}/webhooks/stripe", tmp_path
         finally:
             for proc in reversed(started):
                 stop(proc)
@@ -96,8 +113,8 @@ def wait_for(predicate: Any, what: str, timeout: float = 120) -> None:
         time.sleep(0.25)
 
 
-def test_no_process_logs_a_secret_a_header_payload_text_or_personal_data(processes, conn):
-    sim, url, logs = processes
+def test_no_process_logs_a_secret_a_header_payload_text_or_personal_data(processes, conn, postgres_cut):
+    sim, url, faulty_url, logs = processes
     # A lifecycle with personal data, delivered by the simulator: payment, failures, dunning's end.
     customer = sim.create_customer(email=EMAIL, name=NAME, metadata={"note": PAYLOAD_TEXT})["id"]
     sim.create_subscription(customer, metadata={"note": PAYLOAD_TEXT})
@@ -122,6 +139,14 @@ def test_no_process_logs_a_secret_a_header_payload_text_or_personal_data(process
     fine = make_event(obj=subscription_obj("sub_fine", metadata={"note": PAYLOAD_TEXT}))
     assert post(url, json.dumps(fine), sign_bytes(json.dumps(fine).encode())).status_code == 200
 
+    # A crash of the receiver, then a storage outage, each with personal data and payload text in the body.
+    crash = make_event(obj=subscription_obj("sub_crash", customer=EMAIL, metadata={"note": PAYLOAD_TEXT + " \u20ac"}))
+    crash_body = json.dumps(crash, ensure_ascii=False).encode()
+    assert post(faulty_url, crash_body, sign_bytes(crash_body)).status_code == 500
+    postgres_cut.stop()
+    outage = make_event(obj=subscription_obj("sub_outage", customer=EMAIL, metadata={"note": PAYLOAD_TEXT}))
+    assert post(faulty_url, json.dumps(outage), sign_bytes(json.dumps(outage).encode())).status_code == 503
+
     def status_of(event_id: str) -> str | None:
         row = conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event_id,)).fetchone()
         return None if row is None else row["status"]
@@ -134,12 +159,14 @@ def test_no_process_logs_a_secret_a_header_payload_text_or_personal_data(process
         ),
         "a reconciliation run by the scheduler",
     )
-    for proc_log in ("web.log", "worker.log", "scheduler.log"):
+    names = ("web.log", "web-faulty.log", "worker.log", "scheduler.log")
+    for proc_log in names:
         assert (logs / proc_log).stat().st_size > 0, proc_log
 
-    text = "\n".join((logs / name).read_text(errors="replace") for name in ("web.log", "worker.log", "scheduler.log"))
+    text = "\n".join((logs / name).read_text(errors="replace") for name in names)
     # The logs are there, and say what happened.
-    for line in ("delivery_stored", "invalid_signature", "event_failed", "event_applied", "reconcile_finished"):
+    lines = ("delivery_stored", "invalid_signature", "event_failed", "event_applied", "reconcile_finished")
+    for line in (*lines, "delivery_failed", "internal_error", "storage_unavailable"):
         assert line in text, line
     secrets = {
         "the database password": DB_PASSWORD,
@@ -151,6 +178,8 @@ def test_no_process_logs_a_secret_a_header_payload_text_or_personal_data(process
         "an email": EMAIL,
         "a name": NAME,
         "payload text": PAYLOAD_TEXT,
+        "a character of the body": "\u20ac",
+        "a character of the body, escaped": "\\u20ac",
     }
     leaked = {what: value for what, value in secrets.items() if value in text}
     assert leaked == {}, f"found in the logs: {sorted(leaked)}"

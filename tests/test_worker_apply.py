@@ -98,14 +98,39 @@ def test_the_old_api_shape_with_the_period_on_the_subscription(client, conn):
 
 @needs_fixtures
 def test_the_basil_shape_with_the_period_on_the_items(client, conn):
-    data = read("pay-rails-pay/subscription.updated.json")
-    event = make_event("customer.subscription.updated", data["object"])
+    obj = read("pay-rails-pay/subscription.updated.json")["object"]
+    # A yearly add-on listed first: the subscription renews when its monthly item does.
+    yearly = copy.deepcopy(obj["items"]["data"][0])
+    yearly.update(id="si_yearly", current_period_end=yearly["current_period_end"] + 335 * 86400)
+    obj["items"]["data"].insert(0, yearly)
+    event = make_event("customer.subscription.updated", obj)
     post_event(client, event)
     assert apply(event["id"]) == "processed"
-    obj = data["object"]
     sub = conn.execute("SELECT * FROM subscriptions WHERE id = %s", (obj["id"],)).fetchone()
-    assert sub["current_period_end"].timestamp() == max(i["current_period_end"] for i in obj["items"]["data"])
+    assert sub["current_period_end"].timestamp() == min(i["current_period_end"] for i in obj["items"]["data"])
     assert sub["status"] == obj["status"]
+
+
+def test_a_snapshot_without_items_over_a_stored_subscription_fails_and_changes_nothing(client, conn):
+    now = int(time.time())
+    good = make_event("customer.subscription.created", subscription_obj(), created=now - 60)
+    post_event(client, good)
+    assert apply(good["id"]) == "processed"
+    columns = "status, access, price_id, current_period_end, current_period_start"
+    before = conn.execute(f"SELECT {columns} FROM subscriptions WHERE id = 'sub_1'").fetchone()
+
+    without_items = subscription_obj(status="past_due")
+    del without_items["items"]
+    malformed = make_event("customer.subscription.updated", without_items, created=now)
+    post_event(client, malformed)
+    assert apply(malformed["id"]) == "failed"
+    assert conn.execute(f"SELECT {columns} FROM subscriptions WHERE id = 'sub_1'").fetchone() == before
+    assert before["access"] == "full"
+    row = event_row(conn, malformed["id"])
+    assert row["status"] == "failed"
+    assert "items" in row["last_error"]
+    assert "\n" not in row["last_error"]
+    assert count(conn, "SELECT count(*) AS n FROM subscription_changes") == 1
 
 
 def test_a_failing_handler_rolls_back_and_records_the_error(client, conn, broken_subscriptions_table):
