@@ -97,6 +97,37 @@ def test_two_subscriptions_in_different_states_and_their_features_through_the_pi
         assert conn.execute(GATE, (bystander,)).fetchone() == {"access": "none", "features": []}
 
 
+# README, "What changed since I last looked?": the customers whose features may have changed since a time.
+FEATURES_SINCE = (
+    "SELECT a.customer_id, a.features FROM entitlement_summaries s JOIN customer_access a USING (customer_id)"
+    " WHERE s.updated_at > %s"
+)
+
+
+def test_the_readme_query_finds_the_customers_whose_features_changed_since_a_time(conn, broker):
+    with (
+        receiver() as url,
+        worker(broker),
+        running_simulator(start=int(time.time()) - 40 * DAY, webhook_urls=[url], webhook_secret=SECRET) as (sim, _),
+    ):
+        sso = sim.create_feature("sso", "SSO")["id"]
+        sim.attach_feature("prod_premium", sso)
+        sim.attach_feature("prod_premium", sim.create_feature("api", "API")["id"])
+        sim.attach_feature("prod_addon", sim.create_feature("audit-log", "Audit log")["id"])
+        customer = sim.create_customer(email="features@example.com")["id"]
+        sim.create_subscription(customer, price="price_premium_monthly")
+        bystander = sim.create_customer(email="yearly@example.com")["id"]
+        sim.create_subscription(bystander, price="price_addon_yearly")
+        drain(conn, sim)
+        assert conn.execute(GATE, (customer,)).fetchone()["features"] == ["api", "sso"]
+        since = conn.execute("SELECT now() AS at").fetchone()["at"]
+        sim.detach_feature("prod_premium", sso)
+        sim.advance(31 * DAY + 3600)  # the monthly renewal no longer grants sso; the yearly one runs on
+        drain(conn, sim)
+        assert conn.execute(FEATURES_SINCE, (since,)).fetchall() == [{"customer_id": customer, "features": ["api"]}]
+        assert conn.execute(GATE, (bystander,)).fetchone()["features"] == ["audit-log"]
+
+
 # Large enough that a sequential scan costs far more than an index probe.
 CUSTOMERS = 20_000
 
