@@ -51,6 +51,7 @@ from reconciler.report import MAX_LISTED, AccountRun, Figures, Report, note_verd
 from subsync import drift, logs
 from subsync.invoice_effects import apply_invoices
 from subsync.ledger import PaymentFact, facts_implied_by_invoice, facts_implied_by_subscription
+from subsync.reactivation import reactivated_by
 from subsync.store import invoices, jobs, locks, payments, subscriptions
 from subsync.stripe_api import Snapshot, StripeApi
 from subsync.stripe_objects import InvoiceSnapshot, SubscriptionSnapshot, parse_invoice, parse_subscription
@@ -208,7 +209,8 @@ def _invoice_page(run: AccountRun, page: list[Snapshot], *, now: datetime) -> No
         if not to_apply and not missing_facts:
             return
         with conn.transaction():
-            locks.lock_objects(conn, [locks.invoice_key(s.id, s.subscription_id) for s, _, _ in parsed])
+            keys = [locks.invoice_keys(s.id, s.subscription_id, reactivated_by(data)) for s, data, _ in parsed]
+            locks.lock_objects(conn, [key for invoice_keys in keys for key in invoice_keys])
             written = apply_invoices(
                 conn, to_apply, now=now, grace=run.grace, source="reconcile", source_id=run.source_id
             )

@@ -121,6 +121,9 @@ class SimControl(ExtrasControl):
     def clear_rate_limit(self) -> JSON:
         return self.call("set_rate_limit")
 
+    def set_latency(self, path: str, seconds: float, *, method: str = "POST", next: int = 1) -> JSON:
+        return self.call("set_latency", path=path, seconds=seconds, method=method, next=next)
+
     def flush(self, timeout: float = 10.0) -> bool:
         return bool(self.call("flush", timeout=timeout)["flushed"])
 

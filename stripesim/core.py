@@ -163,6 +163,7 @@ class SimCore(LedgerViews):
         self._quiet = False
         self._rate_limit: dict[str, int] = {}
         self._api_requests = 0
+        self._latency: dict[tuple[str, str], tuple[float, int]] = {}  # (method, path) -> (seconds, requests left)
         self.render = Renderer(
             api_version,
             self._price,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from email.utils import formatdate
@@ -131,6 +132,15 @@ def create_app(sim: Simulator) -> Flask:
     register_entitlements_api(app, sim, expander)
     register_invoice_items_api(app, sim, expander)
     register_idempotency(app, sim)
+
+    @app.before_request
+    def _latency() -> None:
+        # After the idempotency check: the key is in use while the request waits.
+        if request.path.startswith(("/v1/", "/v2/")):
+            seconds = sim.take_latency(request.method, request.path)
+            if seconds > 0:
+                time.sleep(seconds)
+
     _register_control(app, sim)
     return app
 
@@ -207,6 +217,7 @@ def control_operations(sim: Simulator) -> dict[str, Callable[..., Any]]:
         "configure": sim.configure,
         "configure_delivery": sim.configure_delivery,
         "set_rate_limit": sim.set_rate_limit,
+        "set_latency": sim.set_latency,
         "flush": flush,
         "stats": sim.delivery_stats,
         "reset_delivery_stats": reset_delivery_stats,

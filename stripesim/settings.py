@@ -61,6 +61,7 @@ class SettingsMixin(SimCore):
                 "thin_webhook_urls": [ep.url for ep in self.delivery.thin_endpoints],
                 "delivery": self.delivery.settings_dict(),
                 "rate_limit": dict(self._rate_limit),
+                "latency": [[m, p, s, n] for (m, p), (s, n) in self._latency.items()],  # not yet taken
             }
 
     def configure_delivery(
@@ -126,6 +127,26 @@ class SettingsMixin(SimCore):
                 return True
             every = self._rate_limit.get("every", 0)
             return bool(every) and self._api_requests % every == 0
+
+    def set_latency(self, path: str, seconds: float, *, method: str = "POST", next: int = 1) -> JSON:
+        """The next `next` API requests `method path` take `seconds` (wall clock) before they run, as Stripe
+        does under load: an idempotency key they carry is in use meanwhile. 0 seconds clears it."""
+        with self.lock:
+            if float(seconds) > 0 and int(next) > 0:
+                self._latency[(method.upper(), path)] = (float(seconds), int(next))
+            else:
+                self._latency.pop((method.upper(), path), None)
+            return {"latency": [[m, p, s, n] for (m, p), (s, n) in self._latency.items()]}
+
+    def take_latency(self, method: str, path: str) -> float:
+        """Count one request `method path`; the seconds it must wait before it runs (0: none)."""
+        with self.lock:
+            seconds, left = self._latency.get((method, path), (0.0, 0))
+            if left <= 1:
+                self._latency.pop((method, path), None)
+            else:
+                self._latency[(method, path)] = (seconds, left - 1)
+            return seconds
 
     def close(self) -> None:
         self.delivery.close()

@@ -5,7 +5,7 @@
 * a paid invoice of a subscription a reactivation made settles what the
   old one owed (subsync.reactivate.settle).
 
-The caller holds the invoice's lock (subsync.store.locks.invoice_key), in a transaction.
+The caller holds the invoice's locks (subsync.store.locks.invoice_keys), in a transaction.
 """
 
 from __future__ import annotations

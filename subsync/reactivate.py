@@ -15,7 +15,10 @@ and what an application calls:
 `settle` is the one writer of a settlement: the worker calls it when the
 new subscription's first invoice is paid, so the old subscription's
 `owed_amount` becomes 0 only then, audited with source `reactivate`.
-Locks are taken new subscription first, then the old one, by both.
+Both subscriptions' locks are held by then, taken together in key order
+with the others (subsync.store.locks): here in one statement, and by the
+worker and the reconciliation from the invoice, whose subscription's
+metadata names the old one (subsync.reactivation.reactivated_by).
 """
 
 from __future__ import annotations
@@ -98,8 +101,7 @@ def reactivate(
     new_id = _subscription(api, the_plan)
     log.info("reactivation_created", subscription_id=subscription_id, new_subscription_id=new_id)
     with pool.connection() as conn, conn.transaction():
-        lock_subscriptions(conn, [new_id])
-        lock_subscriptions(conn, [subscription_id])
+        lock_subscriptions(conn, [new_id, subscription_id])
         reactivations.record_created(conn, subscription_id, new_id)
         paid = invoices.first_paid_invoice(conn, new_id)
         settled = paid is not None and settle(conn, new_id, paid) is not None
@@ -110,7 +112,9 @@ def settle(conn: psycopg.Connection[Any], new_subscription_id: str, invoice_id: 
     """The first invoice of `new_subscription_id` is paid: if a reactivation made it, the old one owes nothing more.
 
     Returns the old subscription's id, or None when there was nothing to
-    settle. The caller holds the new subscription's lock, in a transaction.
+    settle. The caller holds both subscriptions' locks, in a transaction
+    (module docstring); the old one's is taken again here, at no cost when
+    held, so that a caller without it still writes under it.
     """
     old_id = reactivations.settle(conn, new_subscription_id, invoice_id)
     if old_id is None:

@@ -21,16 +21,17 @@ subsync.reactivate does the I/O.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from subsync.access import TERMINAL_STATUSES, Access
 from subsync.logs import Loggable
 from subsync.stripe_objects import ItemSnapshot
 from subsync.transitions import InvoiceState, SubscriptionState
 
-__all__ = ["REACTIVATES", "NotReactivatable", "Plan", "days_used", "plan"]
+__all__ = ["REACTIVATES", "NotReactivatable", "Plan", "days_used", "plan", "reactivated_by"]
 
 # The metadata key naming, on the invoice item and the new subscription, the subscription they reactivate.
 REACTIVATES = "subsync_reactivates"
@@ -84,6 +85,21 @@ class Plan:
             "trial_end": "now",
             "metadata": {REACTIVATES: self.subscription_id},
         }
+
+
+def reactivated_by(invoice: Mapping[str, Any]) -> str | None:
+    """The subscription this invoice's subscription reactivates, as its metadata says; None for any other.
+
+    Stripe copies the subscription's metadata onto each invoice it makes
+    (`parent.subscription_details.metadata`, basil+; `subscription_details.metadata`
+    before), so the invoice itself names the old subscription its payment settles.
+    """
+    parent = invoice.get("parent")
+    holder = parent if isinstance(parent, Mapping) else invoice
+    details = holder.get("subscription_details")
+    metadata = details.get("metadata") if isinstance(details, Mapping) else None
+    old = metadata.get(REACTIVATES) if isinstance(metadata, Mapping) else None
+    return old if isinstance(old, str) and old else None
 
 
 def days_used(unpaid: InvoiceState | None, access_ended_at: datetime | None) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,8 +21,11 @@ from pipeline import drain, receiver, worker
 from sim import DAY, SIM_KEY, running_simulator
 
 from subsync import config
+from subsync.reactivate import Reactivation
+from subsync.reactivate import reactivate as run_reactivation
 from subsync.reactivation import REACTIVATES
-from webhooks import create_app
+from subsync.stripe_api import make_api
+from webhooks import create_app, services
 from worker import app as worker_app
 
 
@@ -102,6 +107,69 @@ def test_run_twice_it_makes_one_item_of_the_owed_amount_and_one_subscription_wit
         shown = app.test_cli_runner().invoke(args=["subscriptions", "show", old])
         [line] = [line for line in shown.output.splitlines() if line.startswith("reactivated as")]
         assert f" {new['id']}, settled (by " in line
+
+
+def in_a_thread(app: Any, sub: str, start: threading.Barrier | None = None) -> Reactivation:
+    """What the command runs, as a second operator's run does: its own pool connection and Stripe client."""
+    with app.app_context():
+        web = services.current()
+        api = make_api(web.settings)
+        if start is not None:
+            start.wait()
+        return run_reactivation(web.pool, api, sub, requested_by="other@example.com")
+
+
+def made_for(sim: Any, cus: str, old: str) -> tuple[list[Any], list[Any]]:
+    """The invoice items and the subscriptions other than `old` the customer has in Stripe."""
+    items = sim.list_invoice_items(customer=cus)["data"]
+    return items, [s for s in sim.list_subscriptions(customer=cus, status="all")["data"] if s["id"] != old]
+
+
+def test_two_runs_at_once_make_one_item_of_the_owed_amount_and_one_subscription(conn, broker):
+    with product(conn, broker) as (sim, app):
+        cus, old = suspend(sim, conn)
+        debt = owed(conn, old)
+        sim.attach_new_card(cus)
+        # Stripe is slow to make each object: the second run lists none yet, and sends
+        # the first's idempotency key while its request is in flight (a 409 the library retries).
+        sim.set_latency("/v1/invoiceitems", 1.0)
+        sim.set_latency("/v1/subscriptions", 1.0)
+        start = threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(in_a_thread, app, old, start) for _ in range(2)]
+            done = [run.result() for run in runs]
+        assert len({(d.invoice_item_id, d.new_subscription_id) for d in done}) == 1
+        items, subs = made_for(sim, cus, old)
+        assert [(i["id"], i["amount"]) for i in items] == [(done[0].invoice_item_id, debt)]
+        assert [s["id"] for s in subs] == [done[0].new_subscription_id]
+        assert sim.get_invoice(subs[0]["latest_invoice"])["amount_paid"] == 2999 + debt
+        drain(conn, sim)
+        assert owed(conn, old) == 0
+
+
+def test_a_run_while_another_is_still_asking_stripe_exits_1_having_made_nothing(conn, broker):
+    with product(conn, broker) as (sim, app):
+        cus, old = suspend(sim, conn)
+        sim.attach_new_card(cus)
+        sim.set_latency("/v1/invoiceitems", 5.0)  # longer than the library retries a 409
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(in_a_thread, app, old)
+            while sim.settings()["latency"]:  # until the first run's request is in flight
+                time.sleep(0.01)
+            second = reactivate(app, old)
+            done = first.result()
+        assert second.exit_code == 1
+        # Stripe's 409, which the library raises as an APIError once its retries are spent.
+        assert "the reactivation failed: APIError: " in second.output
+        assert "There is currently another in-progress request using this Idempotent Key" in second.output
+        items, subs = made_for(sim, cus, old)
+        assert ([i["id"] for i in items], [s["id"] for s in subs]) == (
+            [done.invoice_item_id],
+            [done.new_subscription_id],
+        )
+        again = reactivate(app, old)
+        assert again.exit_code == 0, again.output
+        assert f"{old} reactivated as {done.new_subscription_id} (made by an earlier run" in again.output
 
 
 def test_the_owed_amount_stays_until_the_first_invoice_is_paid_and_a_later_invoice_event_keeps_it_zero(conn, broker):

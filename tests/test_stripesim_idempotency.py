@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 import stripe
@@ -93,6 +96,26 @@ def test_keys_are_per_account_and_expire_after_a_day(served):
     sim.advance(24 * HOUR + 1)
     later = post(url, "/v1/invoiceitems", {"customer": mine, "amount": "300"}, "shared")
     assert (later.status_code, later.json()["amount"]) == (200, 300)
+
+
+def test_a_key_in_use_over_http_is_a_409_then_the_first_answer_replayed(served):
+    sim, _, url = served
+    cus = sim.create_customer()["id"]
+    body = {"customer": cus, "amount": "100"}
+    sim.set_latency("/v1/invoiceitems", 1.0)  # the first request is still running while the others arrive
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(post, url, "/v1/invoiceitems", body, "slow")
+        time.sleep(0.3)
+        busy = post(url, "/v1/invoiceitems", body, "slow")
+        other = post(url, "/v1/invoiceitems", {**body, "amount": "200"}, "slow")
+        made = first.result()
+    assert (busy.status_code, busy.json()["error"]["code"]) == (409, "idempotency_key_in_use")
+    assert "Idempotent-Replayed" not in busy.headers
+    assert (other.status_code, other.json()["error"]["type"]) == (400, "idempotency_error")
+    assert made.status_code == 200
+    again = post(url, "/v1/invoiceitems", body, "slow")
+    assert (again.headers["Idempotent-Replayed"], again.json()) == ("true", made.json())
+    assert len(sim.list_invoice_items(customer=cus)["data"]) == 1
 
 
 def test_a_key_in_use_is_a_conflict():

@@ -33,9 +33,12 @@ def subscription_key(subscription_id: str) -> str:
     return f"subscription:{subscription_id}"
 
 
-def invoice_key(invoice_id: str, subscription_id: str | None) -> str:
-    """The lock an invoice's writer takes: its subscription's, which covers both rows; else the invoice's own."""
-    return subscription_key(subscription_id) if subscription_id else f"invoice:{invoice_id}"
+def invoice_keys(invoice_id: str, subscription_id: str | None, reactivates: str | None = None) -> list[str]:
+    """The locks an invoice's writer takes: its subscription's, which covers both rows, else the invoice's own;
+    and, for an invoice of a subscription a reactivation made (`reactivates`, subsync.reactivation), the old
+    subscription's, which paying it settles (subsync.reactivate.settle), so that one is not taken late."""
+    keys = [subscription_key(subscription_id) if subscription_id else f"invoice:{invoice_id}"]
+    return keys if reactivates is None else [*keys, subscription_key(reactivates)]
 
 
 def lock_subscriptions(conn: psycopg.Connection[Any], subscription_ids: Sequence[str]) -> None:

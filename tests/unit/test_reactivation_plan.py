@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from subsync.access import Access
-from subsync.reactivation import REACTIVATES, NotReactivatable, days_used, plan
+from subsync.reactivation import REACTIVATES, NotReactivatable, days_used, plan, reactivated_by
 from subsync.stripe_objects import ItemSnapshot
 from subsync.transitions import InvoiceState, SubscriptionState, settled_by_reactivation, unpaid_invoice_for_owed
+from worker.handlers import lock_keys
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -155,3 +156,24 @@ def test_a_settled_debt_is_zero_and_stays_zero_whatever_the_invoice_says():
     invoices = [invoice()]
     assert unpaid_invoice_for_owed(invoices, "sub_old") == invoices[0]
     assert unpaid_invoice_for_owed(invoices, "sub_old", settled=True) is None
+
+
+@pytest.mark.parametrize(
+    "invoice",
+    [
+        {"parent": {"subscription_details": {"subscription": "sub_new", "metadata": {REACTIVATES: "sub_old"}}}},
+        {"subscription": "sub_new", "subscription_details": {"metadata": {REACTIVATES: "sub_old"}}},  # before basil
+    ],
+)
+def test_an_invoice_of_a_reactivation_locks_the_old_subscription_with_its_own(invoice):
+    # Paying it settles the old one: that lock is taken up front, in key order, not late.
+    event = {"id": "in_1", "object": "invoice", **invoice}
+    assert reactivated_by(event) == "sub_old"
+    assert lock_keys("invoice.paid", event) == ["subscription:sub_new", "subscription:sub_old"]
+
+
+def test_any_other_invoice_locks_its_subscription_only():
+    plain = {"id": "in_1", "parent": {"subscription_details": {"subscription": "sub_new", "metadata": {"a": "b"}}}}
+    assert reactivated_by(plain) is None
+    assert lock_keys("invoice.paid", plain) == ["subscription:sub_new"]
+    assert lock_keys("invoice.paid", {"id": "in_2", "parent": None}) == ["invoice:in_2"]

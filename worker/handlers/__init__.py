@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from subsync import event_types
-from subsync.store.locks import entitlements_key, invoice_key, subscription_key
+from subsync.reactivation import reactivated_by
+from subsync.store.locks import entitlements_key, invoice_keys, subscription_key
 from subsync.stripe_objects import invoice_subscription_id, summary_customer_id
 from worker.handlers.checkout import handle_checkout_events
 from worker.handlers.context import Context, Handler, context_for
@@ -49,7 +50,7 @@ def lock_keys(event_type: str, obj: dict[str, Any]) -> list[str]:
     if kind is None or not isinstance(obj_id, str) or event_types.is_preview(event_type):
         return []
     if kind == "invoice":
-        return [invoice_key(obj_id, invoice_subscription_id(obj))]
+        return invoice_keys(obj_id, invoice_subscription_id(obj), reactivated_by(obj))
     if kind == "subscription":
         return [subscription_key(obj_id)]
     return [f"{kind}:{obj_id}"]
