@@ -88,9 +88,14 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     cancellation_reason  text,
     livemode             boolean NOT NULL DEFAULT false,
     -- the connected account (Connect) the subscription belongs to; null: the platform's own.
-    account              text
+    account              text,
+    -- ours: set when a same-second snapshot with the same progress key but a
+    -- different state was applied on a guess; the grace check asks Stripe,
+    -- and any snapshot applied from a later second clears it.
+    confirm_requested_at timestamptz
 );
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS account text;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS confirm_requested_at timestamptz;
 CREATE INDEX IF NOT EXISTS subscriptions_customer_idx ON subscriptions (customer_id);
 -- The reconciliation and the backfill cover each connected account that has rows here.
 CREATE INDEX IF NOT EXISTS subscriptions_account_idx ON subscriptions (account) WHERE account IS NOT NULL;
@@ -114,6 +119,9 @@ CREATE INDEX IF NOT EXISTS subscription_items_subscription_idx ON subscription_i
 CREATE INDEX IF NOT EXISTS subscriptions_time_dependent_idx
     ON subscriptions (current_period_end)
     WHERE status = 'active' AND access IN ('full', 'grace');
+-- The rows the grace check is to confirm with Stripe: few at any time.
+CREATE INDEX IF NOT EXISTS subscriptions_confirm_requested_idx
+    ON subscriptions (id) WHERE confirm_requested_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS invoices (
     id                   text PRIMARY KEY,

@@ -17,6 +17,13 @@ key does not know it) says nothing of the renewal either, but unlike an
 outage it may never end: its rows are deferred for one more grace period
 then grace ends in restricted as without a key.
 Within one check such an account is asked once and logged once.
+
+The same check confirms rows applied on a same-second guess
+(`confirm_requested_at`, subsync.transitions rule 5): Stripe is asked for
+each and its answer applied the same way (audit source 'grace'), which
+clears the mark. If Stripe cannot be asked, or refuses the account, the
+mark stays and the row is asked again next minute; without STRIPE_API_KEY
+they are left to the nightly reconciliation, whose apply clears the mark.
 """
 
 from __future__ import annotations
@@ -45,11 +52,17 @@ class RefreshResult:
     asked_stripe: int = 0
     repaired_from_stripe: int = 0
     stripe_errors: int = 0
+    confirmed: int = 0  # marked rows whose mark Stripe's answer cleared
 
 
 def _due(pool: ConnectionPool[Any], *, now: datetime, grace: timedelta, after: str) -> list[dict[str, Any]]:
     with pool.connection() as conn:
         return subscriptions.due_for_grace_check(conn, now=now, grace=grace, after=after, limit=BATCH)
+
+
+def _to_confirm(pool: ConnectionPool[Any], *, after: str) -> list[dict[str, Any]]:
+    with pool.connection() as conn:
+        return subscriptions.due_for_confirmation(conn, after=after, limit=BATCH)
 
 
 class _Deferred(Exception):
@@ -85,6 +98,38 @@ def _ask_stripe(api: StripeApi, row: dict[str, Any]) -> Snapshot | None:
         raise _Deferred from exc
 
 
+def _apply(
+    pool: ConnectionPool[Any],
+    row: dict[str, Any],
+    snapshot: Snapshot | None,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source_id: str,
+    result: RefreshResult,
+) -> subscriptions.Applied | None:
+    """Apply Stripe's answer, if any, then the clock; returns what the answer did."""
+    applied = None
+    with pool.connection() as conn, conn.transaction():
+        if snapshot is not None:
+            applied = subscriptions.apply_subscription_snapshot(
+                conn,
+                parse_subscription(snapshot.data, account=row["account"]),
+                snapshot.seen_at,
+                now=now,
+                grace=grace,
+                source="grace",
+                source_id=source_id,
+            )
+            result.repaired_from_stripe += int(applied.changed)
+            result.changed += int(applied.changed)
+        recomputed = subscriptions.recompute_subscription(
+            conn, row["id"], now=now, grace=grace, source="grace", source_id=source_id
+        )
+        result.changed += int(recomputed.changed)
+    return applied
+
+
 def refresh(
     pool: ConnectionPool[Any],
     *,
@@ -105,38 +150,61 @@ def refresh(
             ended = row["current_period_end"] + grace
             if api is not None and now >= ended:
                 if row["account"] not in refused:
-                    result.asked_stripe += 1
                     try:
-                        snapshot = _ask_stripe(api, row)
+                        snapshot = _ask(api, row, result, refused)
                     except _Deferred:
-                        result.stripe_errors += 1
                         continue
-                    except _Refused:
-                        refused.add(row["account"])
-                        log.warning(
-                            "grace_account_refused", account=row["account"], effect="restricted a grace period later"
-                        )
                 # Refused: one more grace period in case the account comes back, then restricted.
                 if row["account"] in refused and now < ended + grace:
                     result.stripe_errors += 1
                     continue
-            with pool.connection() as conn, conn.transaction():
-                if snapshot is not None:
-                    applied = subscriptions.apply_subscription_snapshot(
-                        conn,
-                        parse_subscription(snapshot.data, account=row["account"]),
-                        snapshot.seen_at,
-                        now=now,
-                        grace=grace,
-                        source="grace",
-                        source_id=source_id,
-                    )
-                    result.repaired_from_stripe += int(applied.changed)
-                    result.changed += int(applied.changed)
-                recomputed = subscriptions.recompute_subscription(
-                    conn, row["id"], now=now, grace=grace, source="grace", source_id=source_id
-                )
-                result.changed += int(recomputed.changed)
-    if result.checked:
+            _apply(pool, row, snapshot, now=now, grace=grace, source_id=source_id, result=result)
+    if api is not None:
+        _confirm(pool, api, now=now, grace=grace, source_id=source_id, result=result, refused=refused)
+    if result.checked or result.asked_stripe:
         log.info("access_refreshed", **result.__dict__)
     return result
+
+
+def _ask(api: StripeApi, row: dict[str, Any], result: RefreshResult, refused: set[str]) -> Snapshot | None:
+    """`_ask_stripe`, counted; a refused account is noted (and logged) once per check."""
+    result.asked_stripe += 1
+    try:
+        return _ask_stripe(api, row)
+    except _Deferred:
+        result.stripe_errors += 1
+        raise
+    except _Refused:
+        refused.add(row["account"])
+        log.warning("grace_account_refused", account=row["account"], effect="restricted a grace period later")
+        return None
+
+
+def _confirm(
+    pool: ConnectionPool[Any],
+    api: StripeApi,
+    *,
+    now: datetime,
+    grace: timedelta,
+    source_id: str,
+    result: RefreshResult,
+    refused: set[str],
+) -> None:
+    """Ask Stripe for every row marked on a same-second guess and apply its answer."""
+    after = ""
+    while rows := _to_confirm(pool, after=after):
+        after = rows[-1]["id"]
+        for row in rows:
+            if row["account"] in refused:
+                result.stripe_errors += 1
+                continue
+            try:
+                snapshot = _ask(api, row, result, refused)
+            except _Deferred:
+                continue
+            if snapshot is None:  # refused, or unknown to Stripe: nothing confirms either state
+                result.stripe_errors += int(row["account"] in refused)
+                continue
+            applied = _apply(pool, row, snapshot, now=now, grace=grace, source_id=source_id, result=result)
+            if applied is not None and applied.state is not None and applied.state.confirm_requested_at is None:
+                result.confirmed += 1

@@ -55,6 +55,7 @@ from subsync.reactivation import reactivated_by
 from subsync.store import invoices, jobs, locks, payments, subscriptions
 from subsync.stripe_api import Snapshot, StripeApi
 from subsync.stripe_objects import InvoiceSnapshot, SubscriptionSnapshot, parse_invoice, parse_subscription
+from subsync.transitions import SubscriptionState
 
 log = logs.get_logger(__name__)
 
@@ -117,7 +118,11 @@ def _subscription_page(run: AccountRun, page: list[Snapshot], *, now: datetime) 
                 unpaid_invoice=unpaid.get(snapshot.id),
                 our_item_accounts=filed_under.get(snapshot.id, ()),
             )
-            if not note_verdict(run, verdict, "subscription_id", snapshot.id, stripe_status=snapshot.status):
+            repair = note_verdict(run, verdict, "subscription_id", snapshot.id, stripe_status=snapshot.status)
+            # A row marked for confirmation (subsync.transitions rule 5) that Stripe's answer shows right
+            # is no drift, but is still written, to clear the mark.
+            marked = verdict.kind == "same" and _marked(ours.get(snapshot.id))
+            if not repair and not marked:
                 continue
             to_apply.append((snapshot, seen_at))
         if run.report.dry_run:
@@ -140,6 +145,10 @@ def _subscription_page(run: AccountRun, page: list[Snapshot], *, now: datetime) 
                 run.figures.left_alone_newer += 1
             elif snapshot.id in ours and result.changed:
                 run.figures.fixed += 1
+
+
+def _marked(ours: SubscriptionState | None) -> bool:
+    return ours is not None and ours.confirm_requested_at is not None
 
 
 def _missing_facts(conn: psycopg.Connection[Any], facts: list[PaymentFact]) -> list[PaymentFact]:

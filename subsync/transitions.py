@@ -36,19 +36,28 @@ the reconciler and the grace check:
    * equal keys: applied. An identical snapshot (`trial_will_end` carrying
      the same subscription as an `updated`; `invoice.paid` and
      `invoice.payment_succeeded`; a redelivery) then changes nothing.
+     A different one is a guess (rule 5).
 
 4. Terminal states are never left, even for a newer snapshot: a subscription
    `canceled` or `incomplete_expired` (Stripe never reactivates one; a
    reactivation is a new subscription), an invoice `paid` or `void`. This
    guards against an API read from a lagging replica and a clock skew.
 
+5. Same second, equal subscription keys, different state (a renewal and an
+   app's metadata update in one second: both carry the new period, only
+   one the new metadata): nothing in the payloads orders them, so the
+   snapshot is applied as rule 3 says, but the row is marked
+   (`confirm_requested_at`, `is_ambiguous_tie`) and the next grace check
+   asks Stripe's API for it. The mark stays through identical snapshots of
+   that second (a redelivery tells nothing new) and is cleared by any
+   snapshot applied under rule 1 or a greater key: a later event, the API
+   answer (its `Date` is a later second), the reconciliation.
+
 With these rules, any permutation of a lifecycle's deliveries, duplicates
 included, ends in the state of in-order delivery, as long as no second holds
-two DIFFERENT snapshots with EQUAL keys (e.g. an `updated` changing only
-metadata in the same second as the previous one): their order cannot be known
-from the payloads, so the last delivered wins there and the nightly
-reconciliation corrects the rare wrong guess. tests/test_transitions.py checks
-this property.
+two DIFFERENT snapshots with EQUAL keys: then the last delivered wins until
+Stripe's answer to the mark of rule 5 replaces it. tests/unit/test_transitions.py
+checks this property.
 
 `access` and `owed_amount` are derived, never taken from Stripe: both are
 recomputed from the new state on every application (and by `recompute` when
@@ -76,6 +85,7 @@ __all__ = [
     "InvoiceState",
     "SubscriptionState",
     "changed_columns",
+    "is_ambiguous_tie",
     "is_newer_entitlement_set",
     "is_newer_invoice",
     "is_newer_subscription",
@@ -137,6 +147,8 @@ class SubscriptionState:
     cancellation_reason: str | None
     livemode: bool
     account: str | None
+    # Ours, not Stripe's: when an ambiguous same-second tie asked for Stripe's confirmation (rule 5).
+    confirm_requested_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SubscriptionState:
@@ -197,6 +209,30 @@ def is_newer_subscription(current: SubscriptionState, snapshot: SubscriptionSnap
     )
 
 
+def _same_second_equal_key(current: SubscriptionState, after: SubscriptionState, seen_at: datetime) -> bool:
+    return seen_at == current.stripe_updated_at and _subscription_key(
+        after.current_period_end, after.status
+    ) == _subscription_key(current.current_period_end, current.status)
+
+
+def is_ambiguous_tie(current: SubscriptionState, after: SubscriptionState, seen_at: datetime) -> bool:
+    """Whether `after`, made from a snapshot seen at `seen_at`, replaced `current` on a guess (rule 5).
+
+    Same second, equal progress keys, and some column the rules compare
+    differs: the two snapshots' order is unknown.
+    """
+    return _same_second_equal_key(current, after, seen_at) and bool(changed_columns(current, after)[1])
+
+
+def _confirm_requested_at(
+    current: SubscriptionState, after: SubscriptionState, seen_at: datetime, now: datetime
+) -> datetime | None:
+    """The mark of rule 5 after applying `after`: set by a guess, kept through an identical snapshot."""
+    if is_ambiguous_tie(current, after, seen_at):
+        return current.confirm_requested_at or now
+    return current.confirm_requested_at if _same_second_equal_key(current, after, seen_at) else None
+
+
 def next_subscription_state(
     current: SubscriptionState | None,
     snapshot: SubscriptionSnapshot,
@@ -225,7 +261,7 @@ def next_subscription_state(
     stripe_updated_at = seen_at if current is None else max(current.stripe_updated_at, seen_at)
     access = snapshot_access(current, snapshot, now=now, grace=grace)
     owed = _owed(current, access, snapshot.ended_at, unpaid_invoice, became_suspended_at=seen_at)
-    return SubscriptionState(
+    after = SubscriptionState(
         id=snapshot.id,
         customer_id=snapshot.customer_id,
         status=snapshot.status,
@@ -247,6 +283,8 @@ def next_subscription_state(
         livemode=snapshot.livemode,
         account=snapshot.account,
     )
+    mark = None if current is None else _confirm_requested_at(current, after, seen_at, now)
+    return after if mark is None else dataclasses.replace(after, confirm_requested_at=mark)
 
 
 def snapshot_access(
@@ -412,9 +450,10 @@ def next_invoice_state(
 # --- audit ---------------------------------------------------------------------
 
 # Bookkeeping, not a change of the subscription: a newer but identical snapshot
-# moves it, and auditing that would log every subscription on every nightly
-# reconciliation.
-NOT_AUDITED: frozenset[str] = frozenset({"stripe_updated_at"})
+# moves `stripe_updated_at`, and auditing that would log every subscription on
+# every nightly reconciliation; `confirm_requested_at` is our own question to
+# Stripe, not Stripe's state, so no reconciliation calls it drift either.
+NOT_AUDITED: frozenset[str] = frozenset({"stripe_updated_at", "confirm_requested_at"})
 AUDITED_COLUMNS: tuple[str, ...] = tuple(name for name in _SUBSCRIPTION_FIELDS if name not in NOT_AUDITED)
 
 
@@ -423,9 +462,10 @@ def changed_columns(
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """`subscription_changes.before/after`: JSON-ready values of the columns that differ.
 
-    Times as ISO 8601 strings, `access` as its string. `stripe_updated_at` is
-    left out (see `NOT_AUDITED`): an empty `after` means nothing to audit,
-    even if the row must still be written because `stripe_updated_at` moved.
+    Times as ISO 8601 strings, `access` as its string. `stripe_updated_at`
+    and `confirm_requested_at` are left out (see `NOT_AUDITED`): an empty
+    `after` means nothing to audit, even if the row must still be written
+    because one of them moved.
     `before` None (a new row) gives `(None, every audited column)`.
     """
     if before is None:

@@ -10,11 +10,12 @@ import random
 import time
 
 import pytest
-from helpers import SECRET
+from helpers import GRACE, SECRET
 from pipeline import drain, invoice_mismatches, ledger_mismatches, receiver, subscription_mismatches, worker
-from sim import DAY, SIM_KEY, running_simulator
+from sim import DAY, SIM_KEY, api_for, running_simulator
 
-from subsync import config
+from reconciler import grace
+from subsync import config, db
 from worker import app
 
 pytestmark = pytest.mark.slow
@@ -137,6 +138,18 @@ class MoneyBack:
                 self.disputes.append((dispute["id"], False, self.account))
 
 
+def minute_job(conn, sim_url: str) -> None:
+    """The access refresh and grace check once, as the scheduler runs it within the minute.
+
+    It asks Stripe for the rows two events of one second left on a guess
+    (subsync.transitions, rule 5); none is left marked after it.
+    """
+    result = grace.refresh(db.pool(), grace=GRACE, api=api_for(sim_url, library_retries=False))
+    print(f"minute job: {result}")
+    marked = conn.execute("SELECT count(*) AS n FROM subscriptions WHERE confirm_requested_at IS NOT NULL")
+    assert marked.fetchone()["n"] == 0
+
+
 def test_a_quarter_with_chaos_ends_in_stripes_state_with_an_exact_ledger(conn, broker):
     with (
         receiver() as url,
@@ -156,6 +169,7 @@ def test_a_quarter_with_chaos_ends_in_stripes_state_with_an_exact_ledger(conn, b
     ):
         quarter(sim, random.Random(3))
         drain(conn, sim)
+        minute_job(conn, sim_url)
         stats = sim.delivery_stats()
         assert stats["duplicated"] > 0
         assert stats["resent"] > 0
@@ -191,6 +205,7 @@ def test_a_quarter_delivered_only_as_thin_events_ends_in_stripes_state(conn, bro
         # Fewer customers: every event costs a fetch from the simulator.
         quarter(sim, random.Random(3), customers=40)
         drain(conn, sim)
+        minute_job(conn, sim_url)
         assert sim.delivery_stats()["duplicated"] > 0
         assert subscription_mismatches(conn, sim) == []
         assert invoice_mismatches(conn, sim) == []

@@ -1,10 +1,13 @@
-"""When grace runs out, Stripe is asked first, through the simulator over HTTP."""
+"""When grace runs out, or two events of one second leave the row on a guess, Stripe is asked,
+through the simulator over HTTP."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from helpers import post_event, wait_for
+from pipeline import worker
 from sim import DAY, api_for, running_simulator
 
 from reconciler import grace, reconcile
@@ -104,3 +107,75 @@ def test_stripe_unreachable_keeps_grace_and_tries_again(stripe_sim, conn):
     sim.set_rate_limit()
     grace.refresh(db.pool(), grace=GRACE, api=api, now=period_end + GRACE + timedelta(minutes=1))
     assert row(conn, sub)["access"] == "full"
+
+
+@pytest.fixture
+def renewed_in_the_past(conn, broker):
+    # The renewal 35 days after sign-up is 5 days ago: its events are not from the receiver's future.
+    with running_simulator(start=int(datetime.now(UTC).timestamp()) - 35 * DAY) as (sim, url):
+        yield sim, api_for(url, library_retries=False)
+
+
+def test_a_renewal_and_an_update_in_one_second_delivered_backwards_are_confirmed_with_stripe(
+    renewed_in_the_past, conn, client, broker
+):
+    sim, api = renewed_in_the_past
+    sub = sim.create_subscription(sim.create_customer(email="tie@example.com")["id"])
+    reconcile.run(db.pool(), api, grace=GRACE)  # our copy, as of sign-up
+    period_end = sub["items"]["data"][0]["current_period_end"]
+    sim.advance_to(period_end)  # the renewal, then in the same second the app's update
+    sim.update_subscription_metadata(sub["id"], {"last_seen_day": "68"})
+    renewal, update = [e for e in sim.all_events(type="customer.subscription.updated") if e["created"] == period_end]
+    assert renewal["data"]["object"]["metadata"] == {}  # the renewal's snapshot is the older content
+    assert update["data"]["object"]["items"] == renewal["data"]["object"]["items"]  # equal progress keys
+
+    def processed(event_id):
+        found = conn.execute("SELECT status FROM stripe_events WHERE id = %s", (event_id,)).fetchone()
+        return found is not None and found["status"] == "processed"
+
+    with worker(broker, threads=1):  # its shutdown closes this process's pool: the checks run within
+        for event in (update, renewal):  # the order that leaves the older content
+            post_event(client, event)
+            wait_for(lambda event=event: processed(event["id"]))
+        marked = conn.execute("SELECT metadata, confirm_requested_at FROM subscriptions WHERE id = %s", (sub["id"],))
+        marked = marked.fetchone()
+        assert marked["metadata"] == {}
+        assert marked["confirm_requested_at"] is not None
+
+        grace.refresh(db.pool(), grace=GRACE, api=None)  # without a key: nothing to ask, the mark stays
+        assert conn.execute("SELECT confirm_requested_at FROM subscriptions").fetchone()["confirm_requested_at"]
+
+        sim.advance(1)  # the minute job runs a moment later
+        result = grace.refresh(db.pool(), grace=GRACE, api=api)
+        assert (result.asked_stripe, result.confirmed, result.stripe_errors) == (1, 1, 0)
+        confirmed = conn.execute(
+            "SELECT metadata, confirm_requested_at FROM subscriptions WHERE id = %s", (sub["id"],)
+        ).fetchone()
+        assert confirmed == {"metadata": {"last_seen_day": "68"}, "confirm_requested_at": None}
+        assert sources(conn, sub["id"])[-1] == "grace"
+        assert grace.refresh(db.pool(), grace=GRACE, api=api).asked_stripe == 0  # confirmed once
+
+
+def test_a_marked_row_stays_marked_while_stripe_cannot_be_asked(stripe_sim, conn):
+    sim, api = stripe_sim
+    sub = sim.create_subscription(sim.create_customer(email="tie@example.com")["id"])["id"]
+    reconcile.run(db.pool(), api, grace=GRACE)
+    conn.execute("UPDATE subscriptions SET confirm_requested_at = now() WHERE id = %s", (sub,))
+    sim.advance(1)  # an answer of the mark's own second would confirm nothing
+    sim.set_rate_limit(every=1)
+    result = grace.refresh(db.pool(), grace=GRACE, api=api)
+    assert (result.asked_stripe, result.confirmed, result.stripe_errors) == (1, 0, 1)
+    assert conn.execute("SELECT confirm_requested_at FROM subscriptions").fetchone()["confirm_requested_at"]
+    sim.set_rate_limit()
+    assert grace.refresh(db.pool(), grace=GRACE, api=api).confirmed == 1
+
+
+def test_the_reconciliation_clears_a_mark_on_a_row_equal_to_stripes(stripe_sim, conn):
+    sim, api = stripe_sim
+    sim.create_subscription(sim.create_customer(email="tie@example.com")["id"])
+    reconcile.run(db.pool(), api, grace=GRACE)
+    conn.execute("UPDATE subscriptions SET confirm_requested_at = now()")
+    sim.advance(1)
+    reconcile.run(db.pool(), api, grace=GRACE)
+    assert conn.execute("SELECT confirm_requested_at FROM subscriptions").fetchone()["confirm_requested_at"] is None
+    assert conn.execute("SELECT count(*) AS n FROM subscription_changes").fetchone()["n"] == 1  # the mark: no audit

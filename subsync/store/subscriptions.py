@@ -429,6 +429,22 @@ def due_for_grace_check(
     ).fetchall()
 
 
+def due_for_confirmation(conn: psycopg.Connection[Any], *, after: str = "", limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows applied on a same-second guess (`confirm_requested_at` set), `id > after`, by id.
+
+    Read through the partial index `subscriptions_confirm_requested_idx`.
+    """
+    return conn.execute(
+        """
+        SELECT id, access, current_period_end, account FROM subscriptions
+         WHERE confirm_requested_at IS NOT NULL AND id > %(after)s
+         ORDER BY id
+         LIMIT %(limit)s
+        """,
+        {"after": after, "limit": limit},
+    ).fetchall()
+
+
 # --- The reconciliation's set of ids Stripe listed ------------------------------------
 
 

@@ -90,6 +90,11 @@ def test_a_column_that_differs_alone_is_drift_named_with_both_values(column):
     assert before != after
 
 
+def test_a_mark_for_confirmation_is_not_drift():
+    marked = dataclasses.replace(ours_equal_to(THEIRS), confirm_requested_at=T0)
+    assert verdict(marked) == drift.Verdict("same", {})
+
+
 def test_items_that_differ_are_listed_with_their_periods():
     renewed = dataclasses.replace(ITEM, current_period_start=T0 + MONTH, current_period_end=T0 + 2 * MONTH)
     found = verdict(ours_equal_to(THEIRS), items=(renewed,))

@@ -7,8 +7,8 @@ the result is the state of in-order delivery.
 The one case where no rule can give that: two DIFFERENT snapshots with EQUAL
 progress keys in the SAME second (say two `updated` events in one second that
 differ only in metadata). Nothing in the payloads tells which came first, so
-the last delivered wins (test_same_second_equal_key_last_delivered_wins); the
-nightly reconciliation repairs it. The generators therefore only put
+the last delivered wins (test_same_second_equal_key_last_delivered_wins) and
+the row is marked for the grace check to ask Stripe (rule 5). The generators therefore only put
 snapshots in one second when the later one's key is strictly greater, or when
 it is the same snapshot again (`trial_will_end` after `updated`,
 `invoice.paid` and `invoice.payment_succeeded`), which is what Stripe does.
@@ -34,6 +34,7 @@ from subsync.transitions import (
     InvoiceState,
     SubscriptionState,
     changed_columns,
+    is_ambiguous_tie,
     is_newer_invoice,
     is_newer_subscription,
     next_invoice_state,
@@ -166,6 +167,44 @@ def test_same_second_equal_key_last_delivered_wins():
     a, b = sub_snap(metadata={"plan": "a"}), sub_snap(metadata={"plan": "b"})
     assert apply(apply(None, a, T0), b, T0).metadata == {"plan": "b"}
     assert apply(apply(None, b, T0), a, T0).metadata == {"plan": "a"}
+
+
+def test_same_second_equal_key_different_snapshot_is_applied_and_marked_for_confirmation():
+    renewed = apply(None, sub_snap(metadata={"day": "58"}), T0, now=T0 + HOUR)
+    updated = apply(renewed, sub_snap(metadata={"day": "68"}), T0, now=T0 + 2 * HOUR)
+    assert updated.metadata == {"day": "68"}
+    assert updated.confirm_requested_at == T0 + 2 * HOUR
+    assert is_ambiguous_tie(renewed, updated, T0)
+    # Another guess in that second keeps the first mark; no audit row for the mark itself.
+    again = apply(updated, sub_snap(metadata={"day": "58"}), T0, now=T0 + 3 * HOUR)
+    assert again.confirm_requested_at == T0 + 2 * HOUR
+    assert set(changed_columns(updated, again)[1]) == {"metadata"}
+
+
+def test_same_second_identical_snapshot_sets_no_mark_and_keeps_one():
+    state = apply(None, sub_snap(metadata={"day": "58"}), T0)
+    again = apply(state, sub_snap(metadata={"day": "58"}), T0)
+    assert again.confirm_requested_at is None
+    assert not is_ambiguous_tie(state, again, T0)
+    marked = dataclasses.replace(state, confirm_requested_at=T0 + HOUR)
+    assert apply(marked, sub_snap(metadata={"day": "58"}), T0) == marked  # a redelivery tells nothing
+
+
+def test_strictly_newer_snapshot_is_no_tie_and_clears_the_mark():
+    marked = dataclasses.replace(apply(None, sub_snap(metadata={"day": "58"}), T0), confirm_requested_at=T0)
+    newer = apply(marked, sub_snap(metadata={"day": "68"}), T0 + SECOND)
+    assert newer.confirm_requested_at is None
+    assert not is_ambiguous_tie(marked, newer, T0 + SECOND)
+    assert changed_columns(marked, newer) == ({"metadata": {"day": "58"}}, {"metadata": {"day": "68"}})
+
+
+def test_same_second_greater_key_is_no_tie_and_clears_the_mark():
+    marked = dataclasses.replace(apply(None, sub_snap(metadata={"day": "58"}), T0), confirm_requested_at=T0)
+    renewed = apply(marked, sub_snap(current_period_end=T0 + 2 * MONTH, metadata={"day": "68"}), T0)
+    assert renewed.confirm_requested_at is None
+    assert not is_ambiguous_tie(marked, renewed, T0)
+    dunned = apply(marked, sub_snap(status="past_due"), T0)
+    assert dunned.confirm_requested_at is None
 
 
 def test_unknown_status_ranks_with_active():
