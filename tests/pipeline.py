@@ -13,8 +13,11 @@ from typing import Any
 
 import dramatiq
 import psycopg
+from helpers import GRACE
+from sim import api_for
 from werkzeug.serving import make_server
 
+from reconciler import grace
 from subsync import config, db, outbox
 from subsync.access import access_for
 from subsync.broker import make_broker
@@ -23,8 +26,6 @@ from subsync.queue import EventQueue
 from subsync.reversals import PaymentLinks, dispute_closed_fact, dispute_opened_fact, refund_fact
 from subsync.stripe_objects import invoice_subscription_id, parse_invoice, ts
 from webhooks import create_app
-
-GRACE = timedelta(hours=72)
 
 
 @contextmanager
@@ -73,6 +74,20 @@ def drain(conn: psycopg.Connection[Any], sim: Any, timeout: float = 120.0) -> No
             outbox.sweep(db.pool(), queue, older_than=timedelta(seconds=5))
         time.sleep(0.1)
     raise AssertionError(f"{unfinished(conn)} events still unfinished after {timeout} s")
+
+
+def mismatches_after_the_minute_job(conn: psycopg.Connection[Any], sim: Any, sim_url: str) -> list[str]:
+    """The subscriptions that differ from Stripe's once the minute job has run, as the scheduler runs it.
+
+    It asks Stripe for the rows two events of one second left on a guess (a
+    renewal and an app's update in one second; subsync.transitions, rule 5);
+    none is left marked after it.
+    """
+    result = grace.refresh(db.pool(), grace=GRACE, api=api_for(sim_url, library_retries=False))
+    print(f"minute job: {result}")
+    marked = conn.execute("SELECT count(*) AS n FROM subscriptions WHERE confirm_requested_at IS NOT NULL")
+    assert marked.fetchone()["n"] == 0  # type: ignore[index]
+    return subscription_mismatches(conn, sim)
 
 
 def when(seconds: int | None) -> datetime | None:

@@ -30,15 +30,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-from helpers import ADMIN_URL, GRACE, NAMESPACE, REDIS_PROXY, SECRET, TEST_DB
-from pipeline import drain, ledger_mismatches, subscription_mismatches
+from helpers import ADMIN_URL, NAMESPACE, REDIS_PROXY, SECRET, TEST_DB
+from pipeline import drain, ledger_mismatches, mismatches_after_the_minute_job
 from processes import kill9, start_redis, start_web, start_worker, stop
 from proxy import free_port
 from psycopg.rows import dict_row
-from sim import DAY, api_for, running_simulator
+from sim import DAY, running_simulator
 
-from reconciler import grace
-from subsync import db
 from subsync.store import locks
 
 pytestmark = pytest.mark.slow
@@ -275,18 +273,6 @@ def terminate_postgres_connections(watch: psycopg.Connection[Any], subs: list[st
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = %s",
             (TEST_DB,),
         ).fetchone()["n"]
-
-
-def mismatches_after_the_minute_job(check: psycopg.Connection[Any], sim: Any, sim_url: str) -> list[str]:
-    """The subscriptions that differ from Stripe's once the minute job has run, as the scheduler runs it.
-
-    It asks Stripe for the rows two events of one second left on a guess (a
-    renewal and an app's update in one second; subsync.transitions, rule 5).
-    """
-    refreshed = grace.refresh(db.pool(), grace=GRACE, api=api_for(sim_url, library_retries=False))
-    print(f"minute job: {refreshed}")
-    assert count(check, "SELECT count(*) AS n FROM subscriptions WHERE confirm_requested_at IS NOT NULL") == 0
-    return subscription_mismatches(check, sim)
 
 
 def test_kill9_worker_and_web_restart_redis_and_cut_postgres_during_a_stream_loses_and_doubles_nothing(
