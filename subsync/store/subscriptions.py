@@ -436,7 +436,7 @@ def due_for_confirmation(conn: psycopg.Connection[Any], *, after: str = "", limi
     """
     return conn.execute(
         """
-        SELECT id, access, current_period_end, account FROM subscriptions
+        SELECT id, account FROM subscriptions
          WHERE confirm_requested_at IS NOT NULL AND id > %(after)s
          ORDER BY id
          LIMIT %(limit)s
