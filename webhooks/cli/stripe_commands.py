@@ -177,7 +177,7 @@ def events_backfill(since: datetime | None, account: str | None, as_json: bool) 
 @with_appcontext
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def subscriptions_refresh(as_json: bool) -> None:
-    """Recompute time-dependent access now, asking Stripe about expired graces."""
+    """Recompute time-dependent access now, asking Stripe about expired graces and same-second guesses."""
     web = services.current()
     api = make_api(web.settings) if web.settings.stripe_api_key else None
     try:
@@ -189,7 +189,8 @@ def subscriptions_refresh(as_json: bool) -> None:
     else:
         click.echo(
             f"checked {result.checked}, changed {result.changed}, asked Stripe {result.asked_stripe}"
-            f" (repaired {result.repaired_from_stripe}, deferred by errors {result.stripe_errors})"
+            f" (repaired {result.repaired_from_stripe}, confirmed {result.confirmed},"
+            f" deferred by errors {result.stripe_errors})"
         )
 
 
