@@ -50,8 +50,9 @@ the reconciler and the grace check:
    (`confirm_requested_at`, `is_ambiguous_tie`) and the next grace check
    asks Stripe's API for it. The mark stays through identical snapshots of
    that second (a redelivery tells nothing new) and is cleared by any
-   snapshot applied under rule 1 or a greater key: a later event, the API
-   answer (its `Date` is a later second), the reconciliation.
+   snapshot applied under rule 1 or a greater key (a later event), and by
+   any answer of Stripe's API applied (the grace check's, the
+   reconciliation's), even in the same second.
 
 With these rules, any permutation of a lifecycle's deliveries, duplicates
 included, ends in the state of in-order delivery, as long as no second holds
@@ -241,6 +242,7 @@ def next_subscription_state(
     now: datetime,
     grace: timedelta,
     unpaid_invoice: InvoiceState | None,
+    read_from_api: bool = False,
 ) -> SubscriptionState | None:
     """The row after applying `snapshot`, or None when it is stale.
 
@@ -252,6 +254,10 @@ def next_subscription_state(
     `unpaid_invoice` is the subscription's latest open/uncollectible invoice,
     if the caller has it (see `unpaid_invoice_for_owed`); it only matters when
     the new state is suspended.
+
+    `read_from_api`: the snapshot is Stripe's answer to a read, not an
+    event's, so it is Stripe's state and never a guess: it clears the mark
+    of rule 5 even in the second of the snapshot it replaces.
     """
     if current is not None:
         if current.id != snapshot.id:
@@ -283,7 +289,7 @@ def next_subscription_state(
         livemode=snapshot.livemode,
         account=snapshot.account,
     )
-    mark = None if current is None else _confirm_requested_at(current, after, seen_at, now)
+    mark = None if current is None or read_from_api else _confirm_requested_at(current, after, seen_at, now)
     return after if mark is None else dataclasses.replace(after, confirm_requested_at=mark)
 
 

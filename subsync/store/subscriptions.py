@@ -51,6 +51,8 @@ _INSERT_ACCESS_CHANGE = RowsStatement(
 # Who made a change: an event, the reconciliation, the grace check, a replay,
 # or a reactivation's settlement (subsync.reactivate).
 Source = Literal["webhook", "reconcile", "grace", "replay", "reactivate"]
+# The sources whose snapshots are answers of Stripe's API read now, never an event's.
+_READ_FROM_API: frozenset[Source] = frozenset({"reconcile", "grace"})
 
 SUBSCRIPTION_COLUMNS = tuple(f.name for f in fields(SubscriptionState))
 _SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"  # noqa: S608 - fixed names
@@ -303,7 +305,13 @@ def apply_subscription_snapshots(
     for (snapshot, seen_at), snapshot_source_id in zip(snapshots, named, strict=True):
         before = current.get(snapshot.id)
         after = next_subscription_state(
-            before, snapshot, seen_at, now=now, grace=grace, unpaid_invoice=unpaid.get(snapshot.id)
+            before,
+            snapshot,
+            seen_at,
+            now=now,
+            grace=grace,
+            unpaid_invoice=unpaid.get(snapshot.id),
+            read_from_api=source in _READ_FROM_API,
         )
         if after is None:
             results.append(Applied(state=before, stale=True, changed=False))

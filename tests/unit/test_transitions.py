@@ -207,6 +207,16 @@ def test_same_second_greater_key_is_no_tie_and_clears_the_mark():
     assert dunned.confirm_requested_at is None
 
 
+def test_an_answer_of_stripes_api_in_the_same_second_is_no_guess_and_clears_the_mark():
+    marked = dataclasses.replace(apply(None, sub_snap(metadata={"day": "58"}), T0), confirm_requested_at=T0)
+    answer = next_subscription_state(
+        marked, sub_snap(metadata={"day": "68"}), T0, now=T0 + DAY, grace=GRACE, unpaid_invoice=None, read_from_api=True
+    )
+    assert answer is not None
+    assert answer.metadata == {"day": "68"}
+    assert answer.confirm_requested_at is None
+
+
 def test_unknown_status_ranks_with_active():
     state = apply(None, sub_snap(status="active"), T0)
     assert apply(state, sub_snap(status="brand_new_status"), T0).access is Access.NONE
